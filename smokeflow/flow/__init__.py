@@ -1,0 +1,1 @@
+"""RIVER flow matching: probability path and loss, ODE solvers, sampler (warm start, rollout)."""

@@ -1,0 +1,1 @@
+"""Metrics: per-frame metrics, FVD, smoke statistics, baselines."""

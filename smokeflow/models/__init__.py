@@ -1,0 +1,1 @@
+"""Networks: the VQVAE autoencoder and the flow vector-field transformer."""

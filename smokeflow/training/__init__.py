@@ -1,0 +1,1 @@
+"""Trainers for the VQVAE and the flow model, checkpoint io, distributed launch, loggers."""
