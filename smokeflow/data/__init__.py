@@ -1,0 +1,1 @@
+"""Smoke data: simulate, read and write frame layouts and videos, clip datasets, extraction, latent cache."""
