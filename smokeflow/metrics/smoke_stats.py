@@ -1,0 +1,120 @@
+"""Per-frame smoke statistics of frames: do rollouts move, fade, spread or blur where PSNR cannot tell?
+
+All take uint8 frames ``[..., H, W, 3]`` (0-255, smoke on black) and return float64 ``[...]`` (one value per
+frame). Smoke pixels are those of :func:`smokeflow.data.smoke_mask.smoke_mask` (one shared definition).
+The *intensity* of a pixel is the mean of its R, G, B values divided by 255 (0 = black, 1 = white).
+
+- ``mass``: sum of intensity over smoke pixels (in "white pixel" units: 10 fully white pixels = 10.0).
+  Falls when a rollout fades to black, grows when it blows up.
+- ``area``: fraction of the frame's pixels that are smoke (0-1). Tells spreading from shrinking.
+- ``centroid_x`` / ``centroid_y``: intensity-weighted mean position of smoke pixels, in pixels from the
+  left / top edge (pixel centres at 0..W-1, 0..H-1; y grows downwards, so rising smoke has falling y).
+  NaN for a frame without smoke.
+- ``sharpness``: root-mean-square gradient magnitude of the intensity over smoke pixels, in 0-255 units
+  per pixel (central differences, one-sided at the border, as ``numpy.gradient``). RMS rather than the
+  plain mean because blurring a monotone edge keeps the *sum* of |gradient| (the total rise) unchanged and
+  only spreads it; the sum of squares drops, so blur lowers this. NaN without smoke.
+- ``change`` (:func:`frame_change`): mean absolute difference to the previous frame over all pixels and
+  channels on the 0-255 scale (the same measure DESIGN.md quotes for real data: 0.5-15). A rollout that
+  freezes has change near 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from smokeflow.data.smoke_mask import smoke_mask
+
+STATISTICS = ("mass", "area", "centroid_x", "centroid_y", "sharpness", "change")
+"""Every statistic :func:`smoke_statistics` returns, in display order."""
+
+DESCRIPTIONS = {
+    "mass": "total smoke intensity (sum over smoke pixels of mean RGB / 255)",
+    "area": "fraction of pixels that are smoke",
+    "centroid_x": "intensity-weighted smoke centroid, pixels from the left edge",
+    "centroid_y": "intensity-weighted smoke centroid, pixels from the top edge",
+    "sharpness": "RMS intensity gradient magnitude over smoke pixels (0-255 units per pixel)",
+    "change": "mean |frame - previous frame| on the 0-255 scale",
+}
+
+
+def _check_frames(frames) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim < 3 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 [..., H, W, 3], got {frames.dtype} {frames.shape}")
+    return frames
+
+
+def intensity(frames) -> np.ndarray:
+    """Mean of R, G, B divided by 255: uint8 [..., H, W, 3] -> float64 [..., H, W] in [0, 1]."""
+    return _check_frames(frames).astype(np.float64).mean(axis=-1) / 255.0
+
+
+def smoke_mass(frames) -> np.ndarray:
+    frames = _check_frames(frames)
+    return np.sum(intensity(frames) * smoke_mask(frames), axis=(-2, -1))
+
+
+def smoke_area(frames) -> np.ndarray:
+    return np.mean(smoke_mask(_check_frames(frames)), axis=(-2, -1))
+
+
+def smoke_centroid(frames) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) intensity-weighted centroid of smoke pixels, each float64 [...]; NaN without smoke."""
+    frames = _check_frames(frames)
+    weight = intensity(frames) * smoke_mask(frames)  # [..., H, W]
+    height, width = weight.shape[-2:]
+    total = weight.sum(axis=(-2, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x = np.sum(weight * np.arange(width), axis=(-2, -1)) / total
+        y = np.sum(weight * np.arange(height)[:, None], axis=(-2, -1)) / total
+    return np.where(total > 0, x, np.nan), np.where(total > 0, y, np.nan)
+
+
+def smoke_sharpness(frames) -> np.ndarray:
+    """RMS |grad intensity| (0-255 units per pixel) over smoke pixels; NaN without smoke."""
+    frames = _check_frames(frames)
+    values = intensity(frames) * 255.0
+    grad_y, grad_x = np.gradient(values, axis=(-2, -1))
+    squared_magnitude = grad_x**2 + grad_y**2
+    mask = smoke_mask(frames)
+    count = mask.sum(axis=(-2, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_square = np.sum(squared_magnitude * mask, axis=(-2, -1)) / count
+    return np.where(count > 0, np.sqrt(mean_square), np.nan)
+
+
+def frame_change(frames, previous=None) -> np.ndarray:
+    """Mean |frame_t - frame_{t-1}| (0-255) along the time axis -4 of uint8 [..., T, H, W, 3] -> [..., T].
+
+    ``previous`` (uint8 [..., H, W, 3], e.g. the last observed frame) is the frame before frames[..., 0, :];
+    without it the first value is NaN.
+    """
+    frames = _check_frames(frames).astype(np.float64)
+    if frames.ndim < 4:
+        raise ValueError(f"frame_change needs a time axis: [..., T, H, W, 3], got {frames.shape}")
+    if previous is None:
+        first = np.full(frames.shape[:-4] + (1,), np.nan)
+    else:
+        previous = _check_frames(previous).astype(np.float64)
+        first = np.abs(frames[..., :1, :, :, :] - previous[..., None, :, :, :]).mean(axis=(-3, -2, -1))
+        first = np.broadcast_to(first, frames.shape[:-4] + (1,))
+    rest = np.abs(np.diff(frames, axis=-4)).mean(axis=(-3, -2, -1))
+    return np.concatenate([first, rest], axis=-1)
+
+
+def smoke_statistics(frames, previous=None) -> dict[str, np.ndarray]:
+    """All of :data:`STATISTICS` for uint8 frames [..., T, H, W, 3] -> {name: float64 [..., T]}.
+
+    ``previous`` is the frame before the first one (for ``change``), e.g. the last observed frame.
+    """
+    frames = _check_frames(frames)
+    centroid_x, centroid_y = smoke_centroid(frames)
+    return {
+        "mass": smoke_mass(frames),
+        "area": smoke_area(frames),
+        "centroid_x": centroid_x,
+        "centroid_y": centroid_y,
+        "sharpness": smoke_sharpness(frames),
+        "change": frame_change(frames, previous),
+    }
