@@ -1,0 +1,131 @@
+"""One predictor interface for the model and the baselines, so evaluation has a single code path.
+
+A *latent predictor* maps observed latents to future latents::
+
+    predictor.predict_latents(z_obs [T_obs, C, h, w], num_frames, num_samples=1, seed=0)
+        -> LatentRollout(latents [K, F, C, h, w], nfe)
+
+``name`` identifies it in reports, ``settings()`` gives what produced its numbers, and ``deterministic``
+says whether its K samples are all equal (then evaluation rolls out one and reuses it for every K).
+
+- :class:`CopyLastFrame`: every future frame is the last observed frame.
+- :class:`LinearLatentExtrapolation`: z_{t+1} = 2 z_t - z_{t-1} in latent space, from the last two observed
+  or generated frames. With a single observation the first step has no velocity, so it starts as
+  copy-last - and then, since the last two frames are equal, stays copy-last: it only differs from
+  :class:`CopyLastFrame` when at least 2 frames are observed.
+- :class:`FlowModelPredictor`: the trained flow model (``SmokeFlow`` or ``FlowPredictor``, whose
+  ``predict_latents`` takes steps / solver / warm start) with its sampling settings fixed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Protocol
+
+import torch
+
+
+@dataclasses.dataclass
+class LatentRollout:
+    """latents: float [K, F, C, h, w] (normalised latents); nfe: network evaluations per sample for the
+    whole rollout (0 for baselines); seconds: wall time of the call."""
+
+    latents: torch.Tensor
+    nfe: int
+    seconds: float = 0.0
+
+
+class LatentPredictor(Protocol):
+    name: str
+    deterministic: bool
+
+    def settings(self) -> dict: ...
+
+    def predict_latents(self, z_obs: torch.Tensor, num_frames: int, num_samples: int = 1, seed: int = 0) -> LatentRollout: ...
+
+
+def _check_observations(z_obs: torch.Tensor, num_frames: int) -> None:
+    if z_obs.ndim != 4 or z_obs.shape[0] < 1:
+        raise ValueError(f"z_obs must be [T_obs >= 1, C, h, w], got {tuple(z_obs.shape)}")
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+
+
+class CopyLastFrame:
+    """Predicts that nothing moves: every future latent equals the last observed one."""
+
+    name = "copy_last_frame"
+    deterministic = True
+
+    def settings(self) -> dict:
+        return {"predictor": self.name}
+
+    def predict_latents(self, z_obs, num_frames, num_samples=1, seed=0) -> LatentRollout:
+        start = time.perf_counter()
+        _check_observations(z_obs, num_frames)
+        latents = z_obs[-1].expand(num_samples, num_frames, *z_obs.shape[1:]).clone()
+        return LatentRollout(latents, nfe=0, seconds=time.perf_counter() - start)
+
+
+class LinearLatentExtrapolation:
+    """Constant latent velocity: z_{t+1} = z_t + (z_t - z_{t-1}), rolled out autoregressively."""
+
+    name = "linear_latent_extrapolation"
+    deterministic = True
+
+    def settings(self) -> dict:
+        return {"predictor": self.name}
+
+    def predict_latents(self, z_obs, num_frames, num_samples=1, seed=0) -> LatentRollout:
+        start = time.perf_counter()
+        _check_observations(z_obs, num_frames)
+        previous = z_obs[-2] if z_obs.shape[0] >= 2 else z_obs[-1]  # one observation: zero velocity
+        current = z_obs[-1]
+        frames = []
+        for _ in range(num_frames):
+            previous, current = current, 2.0 * current - previous
+            frames.append(current)
+        latents = torch.stack(frames).unsqueeze(0).expand(num_samples, -1, -1, -1, -1).clone()
+        return LatentRollout(latents, nfe=0, seconds=time.perf_counter() - start)
+
+
+class FlowModelPredictor:
+    """The flow model with fixed sampling settings, behind the common interface.
+
+    source: anything with ``predict_latents(z_obs, num_frames, steps=, solver=, warm_start=, num_samples=,
+    seed=, context_policy=)`` returning an object with ``.latents`` [K, F, C, h, w] and ``.nfe`` (the
+    contract of ``SmokeFlow`` and ``FlowPredictor``).
+    """
+
+    deterministic = False
+
+    def __init__(self, source, steps: int = 10, solver: str = "euler", warm_start: float = 0.0,
+                 context_policy: str = "per_call", name: str = "model"):
+        self.source = source
+        self.steps, self.solver, self.warm_start, self.context_policy = steps, solver, warm_start, context_policy
+        self.name = name
+
+    def settings(self) -> dict:
+        return {
+            "predictor": self.name,
+            "steps": self.steps,
+            "solver": self.solver,
+            "warm_start": self.warm_start,
+            "context_policy": self.context_policy,
+        }
+
+    def predict_latents(self, z_obs, num_frames, num_samples=1, seed=0) -> LatentRollout:
+        start = time.perf_counter()
+        _check_observations(z_obs, num_frames)
+        result = self.source.predict_latents(
+            z_obs,
+            num_frames,
+            steps=self.steps,
+            solver=self.solver,
+            warm_start=self.warm_start,
+            num_samples=num_samples,
+            seed=seed,
+            context_policy=self.context_policy,
+        )
+        return LatentRollout(result.latents, nfe=int(result.nfe), seconds=time.perf_counter() - start)
