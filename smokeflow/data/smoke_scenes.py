@@ -1,0 +1,282 @@
+"""Random smoke scenes (stacks, puffs, wind, colour) and their rendering to 64x64 smoke-on-black frames.
+
+A scene is drawn from one sequence's own random generator (:func:`draw_scene`), so a sequence looks
+the same whatever batch or worker simulates it. :class:`SceneBatch` turns a list of scenes into the
+per-step forcing tensors the solver needs; :func:`render_frames` turns smoke density into RGB frames the
+way the users' extraction does (density -> opacity, times a smoke colour, on black, plus specks of
+extraction noise).
+
+Geometry (cells of the solver grid; rows grow downwards):
+the grid is ``GRID x GRID`` and periodic; the camera sees the window ``VIEW x VIEW`` starting at
+row ``VIEW_TOP``, column ``VIEW_LEFT``. Above and beside the window lie absorbing margins; below it a
+few rows where stacks may stand hidden, so their smoke enters from the bottom edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from smokeflow.data.smoke_solver import SmokeForcing, SmokePhysics
+
+GRID = 128
+VIEW = 96
+VIEW_TOP = 22
+VIEW_LEFT = (GRID - VIEW) // 2
+SPONGE_TOP = 18
+SPONGE_SIDES = 12
+MAX_SOURCES = 3
+STIRRING_RES = 8
+# Solver steps before frame 0 (plumes must already be developed) and between consecutive frames.
+WARMUP_STEPS = 40
+WARMUP_DT = 1.5
+STEPS_PER_FRAME = 2
+
+
+@dataclass
+class Scene:
+    """Everything random about one sequence (numpy, float64 unless noted). S = total solver steps.
+
+    Sources (K = MAX_SOURCES slots; an unused slot has zero rates): ``source_x``, ``source_y``,
+    ``source_radius`` [K] in cells; ``density_rate``, ``heat_rate`` [S,K] per unit time;
+    ``exit_speed`` [K] cells per unit time.
+    Wind: ``wind_x`` [S] at the bottom of the grid, growing with height by ``1 + wind_shear * h``
+    (h = 0 at the bottom row, 1 at the top); ``wind_y`` a small constant vertical drift.
+    ``dt`` [S]: time step of each solver step (sets how fast the sequence moves per frame).
+    ``stirring`` float32 [S,2,STIRRING_RES,STIRRING_RES]: coarse random force, smooth in time.
+    Physics constants (see :class:`SmokePhysics`). Rendering: ``colour`` [3] in 0..1 (brightest channel
+    1), ``brightness`` in 0..1, ``opacity_gain``, ``edge_cut`` (opacity below it is lost, as in the users'
+    extraction), ``render_seed`` for the noise specks.
+    """
+
+    source_x: np.ndarray
+    source_y: np.ndarray
+    source_radius: np.ndarray
+    density_rate: np.ndarray
+    heat_rate: np.ndarray
+    exit_speed: np.ndarray
+    wind_x: np.ndarray
+    wind_shear: float
+    wind_y: float
+    dt: np.ndarray
+    stirring: np.ndarray
+    buoyancy: float
+    smoke_weight: float
+    cooling: float
+    dissipation: float
+    confinement: float
+    drag: float
+    colour: np.ndarray
+    brightness: float
+    opacity_gain: float
+    edge_cut: float
+    speck_rate: float
+    pixel_noise: float
+    render_seed: int
+
+
+def total_steps(num_frames: int) -> int:
+    """Solver steps needed for ``num_frames`` frames: the warm-up, then STEPS_PER_FRAME per frame."""
+    return WARMUP_STEPS + STEPS_PER_FRAME * (num_frames - 1) + 1
+
+
+def _smooth_noise(rng: np.random.Generator, steps: int, correlation_steps: float) -> np.ndarray:
+    """Ornstein-Uhlenbeck noise [steps] with unit variance and the given correlation time."""
+    keep = np.exp(-1.0 / max(correlation_steps, 1e-3))
+    out = np.empty(steps)
+    value = rng.standard_normal()
+    for i in range(steps):
+        value = keep * value + np.sqrt(1.0 - keep * keep) * rng.standard_normal()
+        out[i] = value
+    return out
+
+
+def _draw_wind(rng: np.random.Generator, steps: int) -> np.ndarray:
+    """Horizontal wind [steps] at the bottom of the grid: calm, steady, gusty or turning."""
+    kind = rng.choice(["calm", "steady", "gusty", "turning"], p=[0.2, 0.35, 0.3, 0.15])
+    sign = rng.choice([-1.0, 1.0])
+    if kind == "calm":
+        return np.full(steps, sign * rng.uniform(0.0, 0.12)) + 0.03 * _smooth_noise(rng, steps, 30)
+    speed = sign * np.exp(rng.uniform(np.log(0.12), np.log(1.3)))
+    if kind == "steady":
+        return np.full(steps, speed) * (1.0 + 0.05 * _smooth_noise(rng, steps, 40))
+    if kind == "gusty":
+        gust = rng.uniform(0.3, 0.9) * _smooth_noise(rng, steps, rng.uniform(6, 30))
+        return speed * (1.0 + gust)
+    # Turning: the wind swings through calm to the other side over a few hundred steps.
+    period = rng.uniform(80, 300)
+    phase = rng.uniform(0, 2 * np.pi)
+    return abs(speed) * np.cos(phase + 2 * np.pi * np.arange(steps) / period)
+
+
+def _draw_colour(rng: np.random.Generator) -> np.ndarray:
+    """Smoke colour [3] with brightest channel 1: mostly bluish grey (like the users' webcams), some
+    neutral white/grey, some slightly brown."""
+    family = rng.choice(["blue", "grey", "brown"], p=[0.55, 0.3, 0.15])
+    if family == "blue":
+        tint = rng.uniform(0.15, 1.0)
+        target = np.array([0.33, 0.53, 1.0])
+    elif family == "brown":
+        tint = rng.uniform(0.2, 0.8)
+        target = np.array([1.0, 0.82, 0.6])
+    else:
+        tint = rng.uniform(0.0, 0.15)
+        target = np.array([0.8, 0.9, 1.0])
+    colour = (1.0 - tint) * np.ones(3) + tint * target
+    return colour / colour.max()
+
+
+def draw_scene(rng: np.random.Generator, num_frames: int) -> Scene:
+    """Draw one random scene for a sequence of ``num_frames`` frames from ``rng``."""
+    steps = total_steps(num_frames)
+    view_bottom = VIEW_TOP + VIEW - 1
+
+    # Sources: 1-3 stacks standing together near the bottom (some hidden below or beside the window),
+    # emitting steadily, unsteadily, or in puffs.
+    num_sources = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
+    cluster_x = rng.uniform(VIEW_LEFT - 6, VIEW_LEFT + VIEW + 6)
+    source_x = np.zeros(MAX_SOURCES)
+    source_y = np.zeros(MAX_SOURCES)
+    source_radius = np.ones(MAX_SOURCES)
+    exit_speed = np.zeros(MAX_SOURCES)
+    density_rate = np.zeros((steps, MAX_SOURCES))
+    heat_rate = np.zeros((steps, MAX_SOURCES))
+    puffing = rng.random() < 0.15
+    scale = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))  # plant size: all stacks alike
+    for k in range(num_sources):
+        source_x[k] = np.clip(cluster_x + rng.normal(0, 14), SPONGE_SIDES + 2, GRID - SPONGE_SIDES - 3)
+        source_y[k] = rng.uniform(view_bottom - 22, GRID - 3)
+        source_radius[k] = scale * rng.uniform(1.0, 2.2)
+        exit_speed[k] = rng.uniform(0.2, 1.5)
+        base = scale * rng.uniform(0.15, 0.6)
+        if puffing:
+            # Bursts: short pulses of heavy emission at random moments.
+            pulses = (rng.random(steps) < rng.uniform(0.03, 0.1)).astype(float)
+            width = rng.integers(2, 6)
+            envelope = np.convolve(pulses, np.ones(width), mode="same")
+            modulation = 3.0 * np.minimum(envelope, 1.0)
+        else:
+            unsteadiness = rng.uniform(0.0, 0.7)
+            modulation = np.clip(1.0 + unsteadiness * _smooth_noise(rng, steps, rng.uniform(4, 25)), 0, None)
+        start = rng.integers(0, WARMUP_STEPS // 3) if rng.random() < 0.85 else rng.integers(0, steps)
+        modulation[:start] = 0.0
+        density_rate[:, k] = base * modulation
+        heat_rate[:, k] = rng.uniform(0.3, 1.5) * modulation
+
+    wind_x = _draw_wind(rng, steps)
+    # Per-sequence motion speed: small dt = slow-moving frames. The warm-up always runs at a large
+    # step (semi-Lagrangian advection is stable at any step) so plumes are developed by frame 0.
+    frame_dt = np.exp(rng.uniform(np.log(0.3), np.log(1.6)))
+    dt = np.full(steps, frame_dt)
+    dt[:WARMUP_STEPS] = max(frame_dt, WARMUP_DT)
+
+    coarse = rng.standard_normal((steps, 2, STIRRING_RES, STIRRING_RES))
+    keep = 0.85  # correlated in time: the stirring drifts rather than flickers
+    for i in range(1, steps):
+        coarse[i] = keep * coarse[i - 1] + np.sqrt(1 - keep * keep) * coarse[i]
+    stirring = (coarse * rng.uniform(0.0, 0.06)).astype(np.float32)
+
+    return Scene(
+        source_x=source_x, source_y=source_y, source_radius=source_radius,
+        density_rate=density_rate, heat_rate=heat_rate, exit_speed=exit_speed,
+        wind_x=wind_x, wind_shear=rng.uniform(0.0, 1.5), wind_y=rng.uniform(-0.08, 0.03), dt=dt,
+        stirring=stirring,
+        buoyancy=rng.uniform(0.04, 0.25), smoke_weight=rng.uniform(0.0, 0.02),
+        cooling=rng.uniform(0.01, 0.08), dissipation=rng.uniform(0.0, 0.02),
+        confinement=rng.uniform(0.05, 0.35), drag=rng.uniform(0.0, 0.02),
+        colour=_draw_colour(rng), brightness=rng.uniform(0.3, 1.0),
+        opacity_gain=np.exp(rng.uniform(np.log(0.6), np.log(4.0))), edge_cut=rng.uniform(0.0, 0.08),
+        speck_rate=rng.uniform(0.0, 4.0), pixel_noise=rng.uniform(0.0, 3.0),
+        render_seed=int(rng.integers(0, 2**31 - 1)),
+    )
+
+
+class SceneBatch:
+    """The scenes of one batch as tensors, giving the solver its forcing step by step."""
+
+    def __init__(self, scenes: list[Scene], device="cpu", dtype=torch.float32):
+        self.scenes = scenes
+        self.device = torch.device(device)
+        self.dtype = dtype
+
+        def tensor(values) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(values), dtype=dtype, device=self.device)
+
+        rows = torch.arange(GRID, device=self.device, dtype=dtype)
+        y, x = torch.meshgrid(rows, rows, indexing="ij")
+        sx = tensor([s.source_x for s in scenes])[:, :, None, None]  # [B,K,1,1]
+        sy = tensor([s.source_y for s in scenes])[:, :, None, None]
+        radius = tensor([s.source_radius for s in scenes])[:, :, None, None]
+        self.masks = torch.exp(-((x - sx) ** 2 + (y - sy) ** 2) / (2 * radius**2))  # [B,K,H,W]
+        self.exit_speed = tensor([s.exit_speed for s in scenes])[:, :, None, None]
+        self.density_rate = tensor(np.stack([s.density_rate for s in scenes], axis=1))  # [S,B,K]
+        self.heat_rate = tensor(np.stack([s.heat_rate for s in scenes], axis=1))
+        self.wind_x = tensor(np.stack([s.wind_x for s in scenes], axis=1))  # [S,B]
+        height_above_bottom = (GRID - 1 - rows) / (GRID - 1)  # [H]
+        shear = tensor([s.wind_shear for s in scenes])[:, None]
+        self.wind_profile = (1.0 + shear * height_above_bottom)[:, None, :, None]  # [B,1,H,1]
+        self.wind_y = tensor([s.wind_y for s in scenes]).view(-1, 1, 1, 1)
+        self.dt = tensor(np.stack([s.dt for s in scenes], axis=1))  # [S,B]
+        self.stirring = tensor(np.stack([s.stirring for s in scenes], axis=1))  # [S,B,2,r,r]
+
+        def per_sequence(name: str) -> torch.Tensor:
+            return tensor([getattr(s, name) for s in scenes]).view(-1, 1, 1, 1)
+
+        self.physics = SmokePhysics(
+            buoyancy=per_sequence("buoyancy"), smoke_weight=per_sequence("smoke_weight"),
+            cooling=per_sequence("cooling"), dissipation=per_sequence("dissipation"),
+            confinement=per_sequence("confinement"), drag=per_sequence("drag"),
+        )
+
+    def step_dt(self, step: int) -> torch.Tensor:
+        """Time step of solver step ``step`` for each sequence, [B,1,1,1]."""
+        return self.dt[step].view(-1, 1, 1, 1)
+
+    def forcing(self, step: int) -> SmokeForcing:
+        """The solver's forcing at solver step ``step``."""
+        density_rate = self.density_rate[step][:, :, None, None]  # [B,K,1,1]
+        heat_rate = self.heat_rate[step][:, :, None, None]
+        active = (density_rate > 0).to(self.dtype) * self.masks  # mouths that are emitting now
+        active_sum = active.sum(dim=1, keepdim=True)
+        stirring = F.interpolate(self.stirring[step], size=(GRID, GRID), mode="bilinear",
+                                 align_corners=False)
+        return SmokeForcing(
+            wind_x=self.wind_x[step].view(-1, 1, 1, 1) * self.wind_profile,
+            wind_y=self.wind_y,
+            source_density=(density_rate * self.masks).sum(dim=1, keepdim=True),
+            source_heat=(heat_rate * self.masks).sum(dim=1, keepdim=True),
+            source_upward_speed=(active * self.exit_speed).sum(dim=1, keepdim=True) / (active_sum + 1e-3),
+            source_weight=torch.clamp(active_sum, 0.0, 1.0) * 0.8,
+            stirring=stirring,
+        )
+
+
+def render_frames(density: torch.Tensor, scenes: list[Scene], frame_index: int, size: int = 64) -> np.ndarray:
+    """Render the camera window of ``density`` [B,1,GRID,GRID] as uint8 frames [B,size,size,3].
+
+    Density is area-averaged to ``size`` x ``size``, turned into opacity ``1 - exp(-gain * density)``,
+    cut below the scene's ``edge_cut`` (faint smoke the extraction loses), coloured and put on black;
+    then pixel noise inside the smoke and a few specks of extraction noise are added.
+    """
+    window = density[:, :, VIEW_TOP:VIEW_TOP + VIEW, VIEW_LEFT:VIEW_LEFT + VIEW]
+    window = F.adaptive_avg_pool2d(window, size)[:, 0].cpu().numpy().astype(np.float64)  # [B,s,s]
+    frames = np.empty((len(scenes), size, size, 3), dtype=np.uint8)
+    for b, scene in enumerate(scenes):
+        opacity = 1.0 - np.exp(-scene.opacity_gain * window[b])
+        opacity = np.clip((opacity - scene.edge_cut) / (1.0 - scene.edge_cut), 0.0, 1.0)
+        rgb = opacity[..., None] * (255.0 * scene.brightness * scene.colour)
+        rng = np.random.default_rng([scene.render_seed, frame_index])
+        rgb += rng.standard_normal(rgb.shape) * scene.pixel_noise * (opacity[..., None] > 0.02)
+        # Specks: isolated pixels that the extraction mistook for smoke; half stay (static
+        # background changes), half flicker from frame to frame.
+        static = np.random.default_rng([scene.render_seed, 10**6])
+        for generator, count in ((static, static.poisson(scene.speck_rate / 2)),
+                                 (rng, rng.poisson(scene.speck_rate / 2))):
+            ys = generator.integers(0, size, count)
+            xs = generator.integers(0, size, count)
+            rgb[ys, xs] += generator.uniform(10, 50, (count, 1)) * scene.colour
+        frames[b] = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    return frames
