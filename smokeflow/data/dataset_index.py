@@ -86,8 +86,10 @@ def _is_image_name(name: str) -> bool:
 
 
 def _is_ignored_name(name: str) -> bool:
-    # Hidden files and our writers' temporary files (naming.write_video_pngs writes *.tmp then renames).
-    return name.startswith(".") or name.endswith(".tmp") or ".tmp." in name
+    # Hidden files, our writers' temporary files (naming.write_video_pngs writes *.tmp then renames)
+    # and the contact sheets `smokeflow extract` writes next to the frames.
+    return (name.startswith(".") or name.endswith(".tmp") or ".tmp." in name
+            or name.lower().endswith("_preview.png"))
 
 
 # -------------------------------------------------------------------------------------- frame numbering

@@ -47,23 +47,53 @@ def _read_gif(path: str) -> np.ndarray:
     return np.stack([f for f, k in zip(frames, repeats) for _ in range(k)])
 
 
-def _read_ffmpeg(path: str) -> np.ndarray:
-    frames = []
+def _iter_ffmpeg(path: str):
+    count = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # imageio warns about unknown frame counts; we check below
         for frame in iio.imiter(path, plugin="FFMPEG"):
-            frames.append(to_rgb_uint8(frame))
+            count += 1
+            yield to_rgb_uint8(frame)
         meta = iio.immeta(path, plugin="FFMPEG")
-    if not frames:
+    if count == 0:
         raise DataError(path, "video contains no frames")
     # The container header states the duration; a file cut short decodes to fewer frames than that.
     duration, fps = meta.get("duration"), meta.get("fps")
     if duration and fps and math.isfinite(duration) and math.isfinite(fps):
         expected = duration * fps
-        if len(frames) < expected - max(2.0, 0.05 * expected):
-            raise DataError(path, f"truncated video: decoded {len(frames)} frames but the header "
+        if count < expected - max(2.0, 0.05 * expected):
+            raise DataError(path, f"truncated video: decoded {count} frames but the header "
                                   f"promises about {expected:.0f}")
-    return np.stack(frames)
+
+
+def _check_video_path(path: str) -> None:
+    if not os.path.isfile(path):
+        raise DataError(path, "video file not found")
+    if not is_video_file(path):
+        raise DataError(path, f"not a supported video file (expected one of {', '.join(VIDEO_EXTENSIONS)})")
+
+
+def _as_data_error(path: str, err: Exception) -> DataError:
+    message = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+    return DataError(path, f"unreadable or truncated video ({message})")
+
+
+def iter_video(path: str | os.PathLike):
+    """Yield the frames of a video one by one as uint8 [H,W,3] (long videos without holding them all).
+
+    GIFs are decoded whole first (their frame timing needs every frame). Errors as :func:`read_video`.
+    """
+    path = os.fspath(path)
+    _check_video_path(path)
+    if path.lower().endswith(".gif"):
+        yield from read_video(path)
+        return
+    try:
+        yield from _iter_ffmpeg(path)
+    except DataError:
+        raise
+    except Exception as err:  # imageio/ffmpeg raise a zoo of types (OSError, RuntimeError, IndexError...)
+        raise _as_data_error(path, err) from None
 
 
 def read_video(path: str | os.PathLike) -> np.ndarray:
@@ -72,17 +102,16 @@ def read_video(path: str | os.PathLike) -> np.ndarray:
     Raises :class:`DataError` naming the file when it is missing, unreadable, empty or truncated.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise DataError(path, "video file not found")
-    if not is_video_file(path):
-        raise DataError(path, f"not a supported video file (expected one of {', '.join(VIDEO_EXTENSIONS)})")
+    _check_video_path(path)
     try:
-        frames = _read_gif(path) if path.lower().endswith(".gif") else _read_ffmpeg(path)
+        if path.lower().endswith(".gif"):
+            frames = _read_gif(path)
+        else:
+            frames = np.stack(list(_iter_ffmpeg(path)))
     except DataError:
         raise
     except Exception as err:  # imageio/ffmpeg raise a zoo of types (OSError, RuntimeError, IndexError...)
-        message = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        raise DataError(path, f"unreadable or truncated video ({message})") from None
+        raise _as_data_error(path, err) from None
     if frames.shape[0] == 0:
         raise DataError(path, "video contains no frames")
     return frames
