@@ -1,0 +1,103 @@
+"""FlowPredictor: a trained vector field + its probability path, loaded from a checkpoint folder.
+
+The folder (shipped ``checkpoints/default/`` or a run ``runs/<name>/``) holds ``config.yaml`` (its ``flow``
+section describes the network) and ``flow.safetensors`` (the EMA weights used for sampling, fp32 or fp16).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from smokeflow.config import load_config, section_to_dataclass
+from smokeflow.errors import CheckpointError
+from smokeflow.flow.path import DEFAULT_SIGMA, FlowPath
+from smokeflow.flow.sampler import RolloutProgress, RolloutResult, rollout
+from smokeflow.models.vector_field import VectorField, VectorFieldConfig
+
+FLOW_WEIGHTS = "flow.safetensors"
+
+
+@dataclass
+class FlowConfig:
+    """The ``flow`` config section: path sigma and the vector field network settings."""
+
+    sigma: float = DEFAULT_SIGMA
+    vector_field_regressor: VectorFieldConfig = field(default_factory=VectorFieldConfig)
+
+    @classmethod
+    def from_section(cls, section: dict | None) -> "FlowConfig":
+        return section_to_dataclass(cls, section, "flow")
+
+
+def build_vector_field(config: FlowConfig) -> VectorField:
+    return VectorField(config.vector_field_regressor)
+
+
+def load_flow_weights(model: VectorField, weights_path: str) -> None:
+    """Load safetensors weights into ``model`` (any float dtype, cast to the model's); clear errors."""
+    from safetensors.torch import load_file
+
+    if not os.path.isfile(weights_path):
+        raise CheckpointError(weights_path, "flow weights not found (a VQVAE-only folder has none: train the "
+                              "flow model with `smokeflow train`)")
+    try:
+        state = load_file(weights_path)
+    except Exception as err:  # safetensors raises several types for truncated/corrupt headers
+        raise CheckpointError(weights_path, f"cannot read safetensors file (truncated or corrupt?): {err}") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(weights_path, f"weights do not fit the flow config: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(weights_path, f"{name} has shape {tuple(tensor.shape)}, the config expects "
+                                  f"{tuple(expected[name].shape)}")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+
+
+class FlowPredictor:
+    """Predicts future latent frames with a trained vector field (see :func:`smokeflow.flow.sampler.rollout`)."""
+
+    def __init__(self, model: VectorField, path: FlowPath, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.path = path
+
+    @classmethod
+    def from_config(cls, config: FlowConfig, device="cpu") -> "FlowPredictor":
+        """An untrained predictor (random weights) for a config: for tests and benchmarks."""
+        return cls(build_vector_field(config), FlowPath(config.sigma), device)
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike, device: str | torch.device = "cpu") -> "FlowPredictor":
+        """Load ``config.yaml`` (flow section) and ``flow.safetensors`` from a checkpoint folder."""
+        folder = os.fspath(folder)
+        config_path = os.path.join(folder, "config.yaml")
+        if not os.path.isfile(config_path):
+            raise CheckpointError(config_path, "config.yaml not found in the checkpoint folder")
+        config = FlowConfig.from_section(load_config(config_path).get("flow"))
+        model = build_vector_field(config)
+        load_flow_weights(model, os.path.join(folder, FLOW_WEIGHTS))
+        return cls(model, FlowPath(config.sigma), device)
+
+    def predict_latents(self, z_obs: torch.Tensor, num_frames: int, steps: int = 10, solver: str = "euler",
+                        warm_start: float = 0.0, num_samples: int = 1, seed: int = 0,
+                        context_policy: str = "per_call",
+                        callback: Callable[[RolloutProgress], None] | None = None) -> RolloutResult:
+        """z_obs: float [T_obs >= 1, C, h, w] normalised latents -> RolloutResult(latents [K, F, C, h, w], nfe).
+
+        ``callback`` receives a :class:`~smokeflow.flow.sampler.RolloutProgress` after every solver step.
+        """
+        expected = (self.model.config.state_size, *self.model.config.state_res)
+        if z_obs.ndim != 4 or tuple(z_obs.shape[1:]) != expected:
+            raise ValueError(f"z_obs must be [T_obs, {expected[0]}, {expected[1]}, {expected[2]}], "
+                             f"got {tuple(z_obs.shape)}")
+        return rollout(self.model, self.path, z_obs, num_frames, steps=steps, solver=solver,
+                       warm_start=warm_start, num_samples=num_samples, seed=seed,
+                       context_policy=context_policy, callback=callback)
