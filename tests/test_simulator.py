@@ -32,7 +32,8 @@ def _calm_forcing(batch, size):
 
 
 def _physics(batch, **values):
-    fields = dict(buoyancy=0.2, smoke_weight=0.0, cooling=0.0, dissipation=0.0, confinement=0.1, drag=0.0)
+    fields = dict(buoyancy=0.2, smoke_weight=0.0, cooling=0.0, dissipation=0.0, mixing=0.0, confinement=0.1,
+                  drag=0.0)
     fields.update(values)
     return SmokePhysics(**{k: torch.full((batch, 1, 1, 1), float(v)) for k, v in fields.items()})
 

@@ -32,7 +32,7 @@ MAX_SOURCES = 3
 STIRRING_RES = 8
 # Solver steps before frame 0 (plumes must already be developed) and between consecutive frames.
 WARMUP_STEPS = 40
-WARMUP_DT = 1.5
+WARMUP_DT = 2.5
 STEPS_PER_FRAME = 2
 
 
@@ -43,12 +43,13 @@ class Scene:
     Sources (K = MAX_SOURCES slots; an unused slot has zero rates): ``source_x``, ``source_y``,
     ``source_radius`` [K] in cells; ``density_rate``, ``heat_rate`` [S,K] per unit time;
     ``exit_speed`` [K] cells per unit time.
-    Wind: ``wind_x`` [S] at the bottom of the grid, growing with height by ``1 + wind_shear * h``
-    (h = 0 at the bottom row, 1 at the top); ``wind_y`` a small constant vertical drift.
+    Wind: ``wind_x`` [S], scaled by a profile growing with height h (0 at the bottom row, 1 at the top):
+    ``0.25 + sqrt(h) * (0.75 + wind_shear * h)``; ``wind_y`` a small constant vertical drift.
     ``dt`` [S]: time step of each solver step (sets how fast the sequence moves per frame).
     ``stirring`` float32 [S,2,STIRRING_RES,STIRRING_RES]: coarse random force, smooth in time.
     Physics constants (see :class:`SmokePhysics`). Rendering: ``colour`` [3] in 0..1 (brightest channel
-    1), ``brightness`` in 0..1, ``opacity_gain``, ``edge_cut`` (opacity below it is lost, as in the users'
+    1), ``brightness`` in 0..1, ``shading`` in 0..1 (how much smoke is darkened by the smoke above it,
+    lit from the sky), ``opacity_gain``, ``edge_cut`` (opacity below it is lost, as in the users'
     extraction), ``render_seed`` for the noise specks.
     """
 
@@ -67,10 +68,12 @@ class Scene:
     smoke_weight: float
     cooling: float
     dissipation: float
+    mixing: float
     confinement: float
     drag: float
     colour: np.ndarray
     brightness: float
+    shading: float
     opacity_gain: float
     edge_cut: float
     speck_rate: float
@@ -94,37 +97,37 @@ def _smooth_noise(rng: np.random.Generator, steps: int, correlation_steps: float
     return out
 
 
-def _draw_wind(rng: np.random.Generator, steps: int) -> np.ndarray:
-    """Horizontal wind [steps] at the bottom of the grid: calm, steady, gusty or turning."""
-    kind = rng.choice(["calm", "steady", "gusty", "turning"], p=[0.2, 0.35, 0.3, 0.15])
-    sign = rng.choice([-1.0, 1.0])
+def _draw_wind(rng: np.random.Generator, steps: int, sign: float) -> np.ndarray:
+    """Horizontal wind [steps] at the bottom of the grid, blowing towards ``sign`` (+1 = right):
+    calm, steady, gusty or turning (swinging through calm to the other side)."""
+    kind = rng.choice(["calm", "steady", "gusty", "turning"], p=[0.15, 0.35, 0.35, 0.15])
     if kind == "calm":
-        return np.full(steps, sign * rng.uniform(0.0, 0.12)) + 0.03 * _smooth_noise(rng, steps, 30)
-    speed = sign * np.exp(rng.uniform(np.log(0.12), np.log(1.3)))
+        return np.full(steps, sign * rng.uniform(0.0, 0.1)) + 0.03 * _smooth_noise(rng, steps, 30)
+    speed = sign * np.exp(rng.uniform(np.log(0.1), np.log(1.4)))
     if kind == "steady":
-        return np.full(steps, speed) * (1.0 + 0.05 * _smooth_noise(rng, steps, 40))
+        return np.full(steps, speed) * (1.0 + 0.08 * _smooth_noise(rng, steps, 40))
     if kind == "gusty":
         gust = rng.uniform(0.3, 0.9) * _smooth_noise(rng, steps, rng.uniform(6, 30))
         return speed * (1.0 + gust)
-    # Turning: the wind swings through calm to the other side over a few hundred steps.
-    period = rng.uniform(80, 300)
-    phase = rng.uniform(0, 2 * np.pi)
-    return abs(speed) * np.cos(phase + 2 * np.pi * np.arange(steps) / period)
+    period = rng.uniform(100, 300)
+    phase = rng.uniform(-0.3 * np.pi, 0.3 * np.pi)  # starts blowing towards ``sign``
+    return speed * np.cos(phase + 2 * np.pi * np.arange(steps) / period)
 
 
 def _draw_colour(rng: np.random.Generator) -> np.ndarray:
-    """Smoke colour [3] with brightest channel 1: mostly bluish grey (like the users' webcams), some
-    neutral white/grey, some slightly brown."""
-    family = rng.choice(["blue", "grey", "brown"], p=[0.55, 0.3, 0.15])
+    """Smoke colour [3] with brightest channel 1. Mostly bluish grey, as the users' webcam smoke
+    (their mean smoke RGB runs from about (25,40,75) to (105,130,155)); some neutral white/grey, some
+    slightly brown."""
+    family = rng.choice(["blue", "grey", "brown"], p=[0.65, 0.23, 0.12])
     if family == "blue":
-        tint = rng.uniform(0.15, 1.0)
-        target = np.array([0.33, 0.53, 1.0])
+        tint = rng.uniform(0.3, 1.0)
+        target = np.array([0.3, 0.5, 1.0])
     elif family == "brown":
         tint = rng.uniform(0.2, 0.8)
         target = np.array([1.0, 0.82, 0.6])
     else:
-        tint = rng.uniform(0.0, 0.15)
-        target = np.array([0.8, 0.9, 1.0])
+        tint = rng.uniform(0.0, 1.0)
+        target = np.array([0.85, 0.92, 1.0])
     colour = (1.0 - tint) * np.ones(3) + tint * target
     return colour / colour.max()
 
@@ -134,10 +137,23 @@ def draw_scene(rng: np.random.Generator, num_frames: int) -> Scene:
     steps = total_steps(num_frames)
     view_bottom = VIEW_TOP + VIEW - 1
 
-    # Sources: 1-3 stacks standing together near the bottom (some hidden below or beside the window),
-    # emitting steadily, unsteadily, or in puffs.
+    # Sources: 1-3 stacks standing together near the bottom of the view, or hidden below it or just
+    # beside it (their smoke enters from an edge), emitting steadily, unsteadily, or in puffs.
     num_sources = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
-    cluster_x = rng.uniform(VIEW_LEFT - 6, VIEW_LEFT + VIEW + 6)
+    placement = rng.choice(["inside", "below", "side"], p=[0.6, 0.25, 0.15])
+    view_right = VIEW_LEFT + VIEW - 1
+    wind_sign = rng.choice([-1.0, 1.0])
+    if placement == "side":
+        # Just outside the left or right edge, with the wind blowing the smoke into view.
+        from_left = wind_sign > 0
+        cluster_x = VIEW_LEFT - rng.uniform(1, 6) if from_left else view_right + rng.uniform(1, 6)
+        cluster_y = rng.uniform(VIEW_TOP + VIEW * 0.45, view_bottom)
+    elif placement == "below":
+        cluster_x = rng.uniform(VIEW_LEFT + 4, view_right - 4)
+        cluster_y = rng.uniform(view_bottom + 2, GRID - 4)
+    else:
+        cluster_x = rng.uniform(VIEW_LEFT + 8, view_right - 8)
+        cluster_y = rng.uniform(view_bottom - 30, view_bottom - 3)
     source_x = np.zeros(MAX_SOURCES)
     source_y = np.zeros(MAX_SOURCES)
     source_radius = np.ones(MAX_SOURCES)
@@ -145,31 +161,36 @@ def draw_scene(rng: np.random.Generator, num_frames: int) -> Scene:
     density_rate = np.zeros((steps, MAX_SOURCES))
     heat_rate = np.zeros((steps, MAX_SOURCES))
     puffing = rng.random() < 0.15
-    scale = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))  # plant size: all stacks alike
+    scale = np.exp(rng.uniform(np.log(0.7), np.log(2.4)))  # plant size: all its stacks alike
+    late_start = rng.random() < 0.08  # emission begins during the sequence: a plume appears
     for k in range(num_sources):
-        source_x[k] = np.clip(cluster_x + rng.normal(0, 14), SPONGE_SIDES + 2, GRID - SPONGE_SIDES - 3)
-        source_y[k] = rng.uniform(view_bottom - 22, GRID - 3)
-        source_radius[k] = scale * rng.uniform(1.0, 2.2)
-        exit_speed[k] = rng.uniform(0.2, 1.5)
-        base = scale * rng.uniform(0.15, 0.6)
+        spread = 0.0 if k == 0 else 6.0 + 4.0 * scale
+        source_x[k] = np.clip(cluster_x + rng.normal(0, spread), SPONGE_SIDES + 2, GRID - SPONGE_SIDES - 3)
+        source_y[k] = np.clip(cluster_y + rng.normal(0, 0.5 * spread), VIEW_TOP + VIEW // 2, GRID - 3)
+        source_radius[k] = scale * rng.uniform(0.9, 1.8)
+        exit_speed[k] = rng.uniform(0.3, 2.0)
+        base = scale * rng.uniform(0.2, 0.7)
         if puffing:
             # Bursts: short pulses of heavy emission at random moments.
-            pulses = (rng.random(steps) < rng.uniform(0.03, 0.1)).astype(float)
+            pulses = (rng.random(steps) < rng.uniform(0.04, 0.12)).astype(float)
             width = rng.integers(2, 6)
             envelope = np.convolve(pulses, np.ones(width), mode="same")
             modulation = 3.0 * np.minimum(envelope, 1.0)
         else:
             unsteadiness = rng.uniform(0.0, 0.7)
             modulation = np.clip(1.0 + unsteadiness * _smooth_noise(rng, steps, rng.uniform(4, 25)), 0, None)
-        start = rng.integers(0, WARMUP_STEPS // 3) if rng.random() < 0.85 else rng.integers(0, steps)
+        if late_start:  # shortly before frame 0 up to near the end
+            start = rng.integers(WARMUP_STEPS - 6, max(steps - 2, WARMUP_STEPS - 5))
+        else:
+            start = rng.integers(0, WARMUP_STEPS // 4)
         modulation[:start] = 0.0
         density_rate[:, k] = base * modulation
-        heat_rate[:, k] = rng.uniform(0.3, 1.5) * modulation
+        heat_rate[:, k] = rng.uniform(0.4, 1.5) * modulation
 
-    wind_x = _draw_wind(rng, steps)
+    wind_x = _draw_wind(rng, steps, wind_sign)
     # Per-sequence motion speed: small dt = slow-moving frames. The warm-up always runs at a large
     # step (semi-Lagrangian advection is stable at any step) so plumes are developed by frame 0.
-    frame_dt = np.exp(rng.uniform(np.log(0.3), np.log(1.6)))
+    frame_dt = np.exp(rng.uniform(np.log(0.45), np.log(2.2)))
     dt = np.full(steps, frame_dt)
     dt[:WARMUP_STEPS] = max(frame_dt, WARMUP_DT)
 
@@ -185,10 +206,11 @@ def draw_scene(rng: np.random.Generator, num_frames: int) -> Scene:
         wind_x=wind_x, wind_shear=rng.uniform(0.0, 1.5), wind_y=rng.uniform(-0.08, 0.03), dt=dt,
         stirring=stirring,
         buoyancy=rng.uniform(0.04, 0.25), smoke_weight=rng.uniform(0.0, 0.02),
-        cooling=rng.uniform(0.01, 0.08), dissipation=rng.uniform(0.0, 0.02),
-        confinement=rng.uniform(0.05, 0.35), drag=rng.uniform(0.0, 0.02),
-        colour=_draw_colour(rng), brightness=rng.uniform(0.3, 1.0),
-        opacity_gain=np.exp(rng.uniform(np.log(0.6), np.log(4.0))), edge_cut=rng.uniform(0.0, 0.08),
+        cooling=rng.uniform(0.005, 0.03), dissipation=rng.uniform(0.0, 0.015),
+        mixing=rng.uniform(0.0, 0.12),
+        confinement=rng.uniform(0.02, 0.2), drag=rng.uniform(0.0, 0.02),
+        colour=_draw_colour(rng), brightness=rng.uniform(0.35, 1.0), shading=rng.uniform(0.0, 0.6),
+        opacity_gain=np.exp(rng.uniform(np.log(0.5), np.log(2.5))), edge_cut=rng.uniform(0.0, 0.08),
         speck_rate=rng.uniform(0.0, 4.0), pixel_noise=rng.uniform(0.0, 3.0),
         render_seed=int(rng.integers(0, 2**31 - 1)),
     )
@@ -215,9 +237,12 @@ class SceneBatch:
         self.density_rate = tensor(np.stack([s.density_rate for s in scenes], axis=1))  # [S,B,K]
         self.heat_rate = tensor(np.stack([s.heat_rate for s in scenes], axis=1))
         self.wind_x = tensor(np.stack([s.wind_x for s in scenes], axis=1))  # [S,B]
-        height_above_bottom = (GRID - 1 - rows) / (GRID - 1)  # [H]
+        # Wind grows with height (a boundary layer): about a third at the stack mouths, the full value
+        # and more (shear) higher up, so plumes first rise and then bend over.
+        height_above_bottom = (GRID - 1 - rows) / (GRID - 1)  # [H], 0 at the bottom row
         shear = tensor([s.wind_shear for s in scenes])[:, None]
-        self.wind_profile = (1.0 + shear * height_above_bottom)[:, None, :, None]  # [B,1,H,1]
+        profile = 0.25 + torch.sqrt(height_above_bottom) * (0.75 + shear * height_above_bottom)
+        self.wind_profile = profile[:, None, :, None]  # [B,1,H,1]
         self.wind_y = tensor([s.wind_y for s in scenes]).view(-1, 1, 1, 1)
         self.dt = tensor(np.stack([s.dt for s in scenes], axis=1))  # [S,B]
         self.stirring = tensor(np.stack([s.stirring for s in scenes], axis=1))  # [S,B,2,r,r]
@@ -228,6 +253,7 @@ class SceneBatch:
         self.physics = SmokePhysics(
             buoyancy=per_sequence("buoyancy"), smoke_weight=per_sequence("smoke_weight"),
             cooling=per_sequence("cooling"), dissipation=per_sequence("dissipation"),
+            mixing=per_sequence("mixing"),
             confinement=per_sequence("confinement"), drag=per_sequence("drag"),
         )
 
@@ -261,13 +287,18 @@ def render_frames(density: torch.Tensor, scenes: list[Scene], frame_index: int, 
     cut below the scene's ``edge_cut`` (faint smoke the extraction loses), coloured and put on black;
     then pixel noise inside the smoke and a few specks of extraction noise are added.
     """
+    # Light comes from above: the smoke column above a cell (including the margin above the view)
+    # shadows it, so thick plumes get darker undersides and look round rather than flat.
+    column = torch.cumsum(density[:, :, :VIEW_TOP + VIEW, VIEW_LEFT:VIEW_LEFT + VIEW], dim=2)[:, :, VIEW_TOP:]
     window = density[:, :, VIEW_TOP:VIEW_TOP + VIEW, VIEW_LEFT:VIEW_LEFT + VIEW]
     window = F.adaptive_avg_pool2d(window, size)[:, 0].cpu().numpy().astype(np.float64)  # [B,s,s]
+    column = F.adaptive_avg_pool2d(column, size)[:, 0].cpu().numpy().astype(np.float64)
     frames = np.empty((len(scenes), size, size, 3), dtype=np.uint8)
     for b, scene in enumerate(scenes):
         opacity = 1.0 - np.exp(-scene.opacity_gain * window[b])
         opacity = np.clip((opacity - scene.edge_cut) / (1.0 - scene.edge_cut), 0.0, 1.0)
-        rgb = opacity[..., None] * (255.0 * scene.brightness * scene.colour)
+        light = 1.0 - scene.shading * (1.0 - np.exp(-0.1 * scene.opacity_gain * column[b]))
+        rgb = (opacity * light)[..., None] * (255.0 * scene.brightness * scene.colour)
         rng = np.random.default_rng([scene.render_seed, frame_index])
         rgb += rng.standard_normal(rgb.shape) * scene.pixel_noise * (opacity[..., None] > 0.02)
         # Specks: isolated pixels that the extraction mistook for smoke; half stay (static

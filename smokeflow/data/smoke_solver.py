@@ -68,6 +68,12 @@ def project_divergence_free(velocity: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft2(torch.stack([u_hat, v_hat], dim=1), s=(height, width))
 
 
+def laplacian(field: torch.Tensor) -> torch.Tensor:
+    """5-point Laplacian of [B,C,H,W] on the periodic grid."""
+    return (torch.roll(field, 1, dims=-1) + torch.roll(field, -1, dims=-1) + torch.roll(field, 1, dims=-2)
+            + torch.roll(field, -1, dims=-2) - 4.0 * field)
+
+
 def curl(velocity: torch.Tensor) -> torch.Tensor:
     """Vorticity dv/dx - du/dy of [B,2,H,W] by central differences; returns [B,1,H,W]."""
     u, v = velocity[:, 0:1], velocity[:, 1:2]
@@ -155,7 +161,8 @@ class SmokePhysics:
 
     buoyancy: upward acceleration per unit temperature; smoke_weight: downward acceleration per unit
     density; cooling: fraction of heat lost per unit time; dissipation: fraction of smoke lost per unit
-    time; confinement: vorticity confinement strength; drag: fraction of the velocity perturbation lost
+    time; mixing: eddy diffusivity of smoke and heat (cells^2 per unit time; widens plumes the way
+    unresolved turbulence entrains air); confinement: vorticity confinement strength; drag: fraction of the velocity perturbation lost
     per unit time (keeps old swirls from growing forever).
     """
 
@@ -163,6 +170,7 @@ class SmokePhysics:
     smoke_weight: torch.Tensor
     cooling: torch.Tensor
     dissipation: torch.Tensor
+    mixing: torch.Tensor
     confinement: torch.Tensor
     drag: torch.Tensor
 
@@ -258,7 +266,11 @@ class SmokeSolver:
         vertical = vertical + forcing.source_weight * (-forcing.source_upward_speed - vertical)
         velocity = torch.cat([velocity[:, 0:1], vertical], dim=1)
 
-        # 4. dissipation, cooling and the absorbing sponges.
+        # 4. turbulent mixing (explicit diffusion, stable while mixing * dt <= 0.25), dissipation, cooling
+        #    and the absorbing sponges.
+        scalars = torch.cat([density, temperature], dim=1)
+        scalars = scalars + torch.clamp(physics.mixing * dt, max=0.25) * laplacian(scalars)
+        density, temperature = scalars[:, 0:1], scalars[:, 1:2]
         density = density * torch.exp(-(physics.dissipation + self.sponge) * dt)
         temperature = temperature * torch.exp(-(physics.cooling + self.sponge) * dt)
         velocity = velocity * torch.exp(-self.sponge * dt)
