@@ -33,7 +33,7 @@ DATA_RANGE = 255.0
 PSNR_MAX_DB = 100.0
 SSIM_KERNEL_SIZE = 11
 SSIM_SIGMA = 1.5
-# Frames per torchmetrics call: bounds memory (float64 SSIM maps) for thousands of frames.
+# Frames per torchmetrics call: bounds memory (SSIM maps) for thousands of frames.
 _SSIM_CHUNK = 256
 
 
@@ -104,9 +104,10 @@ def ssim(pred, target) -> np.ndarray:
     scores = np.empty(flat_pred.shape[0], dtype=np.float64)
     for start in range(0, flat_pred.shape[0], _SSIM_CHUNK):
         stop = start + _SSIM_CHUNK
-        # float64 so the result matches scikit-image to ~1e-6; [N, H, W, 3] -> [N, 3, H, W].
-        p = torch.from_numpy(flat_pred[start:stop]).permute(0, 3, 1, 2).to(torch.float64)
-        t = torch.from_numpy(flat_target[start:stop]).permute(0, 3, 1, 2).to(torch.float64)
+        # float32: torch's float64 grouped conv is ~40x slower on CPU, and float32 still agrees with
+        # scikit-image's float64 to ~1e-6 (tested). [N, H, W, 3] -> [N, 3, H, W].
+        p = torch.from_numpy(flat_pred[start:stop]).permute(0, 3, 1, 2).to(torch.float32)
+        t = torch.from_numpy(flat_target[start:stop]).permute(0, 3, 1, 2).to(torch.float32)
         _, ssim_map = structural_similarity_index_measure(
             p,
             t,
@@ -123,7 +124,7 @@ def ssim(pred, target) -> np.ndarray:
         # Wang et al.'s reference code do) so the score only uses windows that lie inside the frame.
         border = (SSIM_KERNEL_SIZE - 1) // 2
         interior = ssim_map[..., border:-border, border:-border]  # [N, 3, H-10, W-10]
-        scores[start:stop] = interior.mean(dim=(1, 2, 3)).numpy()
+        scores[start:stop] = interior.double().mean(dim=(1, 2, 3)).numpy()
     return scores.reshape(leading)
 
 
