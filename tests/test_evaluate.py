@@ -235,3 +235,18 @@ def test_sweep_appends_rows_survives_interruption_and_resumes(dataset, tmp_path)
 
     html_text = open(write_sweep_html(result["rows"], tmp_path / "sweep.html")).read()
     assert "vs network evaluations per frame" in html_text and "vs seconds per frame" in html_text
+
+
+def test_cli_reports_bad_arguments_and_missing_checkpoint(dataset, tmp_path, capsys):
+    from smokeflow.cli import main
+
+    missing = tmp_path / "no_such_checkpoint"
+    assert main(["evaluate", "--checkpoint", str(missing), "--data", str(dataset), "--no-progress"]) == 2
+    assert str(missing) in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", str(tmp_path), "--data", str(dataset)]) == 2  # 9 frames: too long
+    assert "no video has the 10 frames needed" in capsys.readouterr().err
+    assert main(["evaluate", "--data", str(dataset), "--sweep", "steps=5,10"]) == 2
+    assert "--csv" in capsys.readouterr().err
+    assert main(["evaluate", "--data", str(dataset), "--warm-start", "1.0"]) == 2
+    assert main(["evaluate", "--data", str(tmp_path / "nowhere"), "--checkpoint", str(tmp_path)]) == 2
+    assert "nowhere" in capsys.readouterr().err

@@ -1,0 +1,165 @@
+"""``smokeflow evaluate``: roll out every video of a split with the model and the baselines, and score them.
+
+Examples::
+
+    smokeflow evaluate --checkpoint checkpoints/default --data final_dataset --split test \\
+        --steps 10 --solver euler --warm-start 0.1 --num-samples 8 --json out.json --html out.html
+    smokeflow evaluate --checkpoint checkpoints/default --data final_dataset --num-videos 50 \\
+        --sweep steps=5,10,25 solver=euler,heun warm_start=0,0.1 --csv sweep.csv --html sweep.html
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from smokeflow.errors import CheckpointError, ConfigError
+
+HELP = "Evaluate rollouts (PSNR, SSIM, smoke PSNR, LPIPS, FVD, smoke statistics) against baselines; sweeps."
+
+SOLVERS = ("euler", "midpoint", "heun", "rk4", "dopri5")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default="checkpoints/default", help="checkpoint folder (default: %(default)s)")
+    parser.add_argument("--data", required=True, help="dataset root (ROOT/<split>/... in any accepted layout)")
+    parser.add_argument("--split", default="test", help="split to evaluate (default: %(default)s)")
+    parser.add_argument("--num-videos", type=int, default=None, help="evaluate the first N videos (default: all)")
+    parser.add_argument("--num-observed", type=int, default=1, help="observed frames per video (default: %(default)s)")
+    parser.add_argument("--num-frames", type=int, default=9, help="frames to predict (default: %(default)s)")
+    parser.add_argument("--start-frame", type=int, default=0, help="first frame used of each video (default: 0)")
+    parser.add_argument("--steps", type=int, default=10, help="ODE steps N per frame (default: %(default)s)")
+    parser.add_argument("--solver", default="euler", choices=SOLVERS, help="ODE solver (default: %(default)s)")
+    parser.add_argument("--warm-start", type=float, default=0.0, help="warm start s in [0, 1) (default: %(default)s)")
+    parser.add_argument("--context-policy", default="per_call", choices=("per_call", "per_frame"),
+                        help="re-draw the context frame at every network call (RIVER) or once per frame")
+    parser.add_argument("--num-samples", type=int, default=1, help="samples K per video for best-of-K / mean-over-K")
+    parser.add_argument("--seed", type=int, default=0, help="video i is rolled out with seed + i (default: 0)")
+    parser.add_argument("--json", default=None, help="write the full results (protocol, settings, curves) as JSON")
+    parser.add_argument("--html", default=None, help="write an HTML report with plotly charts")
+    parser.add_argument("--sweep", nargs="+", default=None, metavar="NAME=V1,V2",
+                        help="evaluate every combination, e.g. steps=5,10 solver=euler,heun warm_start=0,0.1")
+    parser.add_argument("--csv", default=None, help="sweep results, one row per setting (needed with --sweep)")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the copy-last and linear baselines")
+    parser.add_argument("--lpips-weights", default=None,
+                        help="torchvision AlexNet weights alexnet-owt-7be5be79.pth (default: the torch hub cache)")
+    parser.add_argument("--fvd-weights", default=None,
+                        help="Kinetics-400 I3D weights i3d_pretrained_400.pt (default: the torch hub cache)")
+    parser.add_argument("--no-fvd-download", action="store_true", help="do not try to download the I3D weights")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _check_arguments(args) -> None:
+    if args.num_observed < 1 or args.num_frames < 1:
+        raise ConfigError("--num-observed and --num-frames must be >= 1")
+    if args.num_samples < 1:
+        raise ConfigError("--num-samples must be >= 1")
+    if args.num_videos is not None and args.num_videos < 1:
+        raise ConfigError("--num-videos must be >= 1")
+    if not 0.0 <= args.warm_start < 1.0:
+        raise ConfigError(f"--warm-start must be in [0, 1), got {args.warm_start}")
+    if args.sweep and not args.csv:
+        raise ConfigError("--sweep needs --csv PATH for its results (rows are appended as they finish)")
+    if not os.path.isdir(args.checkpoint):  # checked before the (slower) data reading
+        raise CheckpointError(args.checkpoint, "checkpoint folder not found")
+
+
+def load_pipeline(checkpoint: str, device: str):
+    """SmokeFlow from a checkpoint folder; a clear error when the folder or the pipeline is missing."""
+    if not os.path.isdir(checkpoint):
+        raise CheckpointError(checkpoint, "checkpoint folder not found")
+    try:
+        from smokeflow.pipeline import SmokeFlow
+    except ImportError as err:
+        raise CheckpointError(checkpoint, f"cannot load models: smokeflow.pipeline is unavailable ({err})") from None
+    return SmokeFlow.from_pretrained(checkpoint, device=device)
+
+
+def run(args) -> int:
+    from smokeflow.metrics import evaluation, report
+    from smokeflow.metrics.baselines import FlowModelPredictor
+    from smokeflow.metrics.fvd import load_i3d
+    from smokeflow.metrics.lpips_metric import load_lpips
+
+    _check_arguments(args)
+    started = time.perf_counter()
+    progress = not args.no_progress
+    videos = evaluation.load_evaluation_videos(args.data, args.split, args.num_observed, args.num_frames,
+                                               args.num_videos, args.start_frame)
+    print(f"evaluate: {len(videos.names)} videos of {args.data}/{args.split}"
+          + (f" ({len(videos.skipped)} too short, skipped)" if videos.skipped else ""), file=sys.stderr)
+    pipe = load_pipeline(args.checkpoint, args.device)
+    lpips_availability = load_lpips(args.lpips_weights, args.device)
+    if not lpips_availability.available:
+        print(lpips_availability.reason, file=sys.stderr)
+    settings = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"}
+    baselines = [] if args.no_baselines else evaluation.default_baselines()
+
+    def model_predictor(combo: dict) -> FlowModelPredictor:
+        return FlowModelPredictor(pipe, steps=combo["steps"], solver=combo["solver"], warm_start=combo["warm_start"],
+                                  context_policy=args.context_policy)
+
+    if args.sweep:
+        try:
+            grid = evaluation.parse_sweep(args.sweep)
+        except ValueError as err:
+            raise ConfigError(f"--sweep: {err}") from None
+        defaults = {"steps": args.steps, "solver": args.solver, "warm_start": args.warm_start}
+        combos = evaluation.sweep_combinations(grid, defaults)
+        protocol = {"checkpoint": os.path.abspath(args.checkpoint), "split": args.split,
+                    "num_videos": len(videos.names), "num_observed": args.num_observed,
+                    "num_frames": args.num_frames, "num_samples": args.num_samples, "seed": args.seed}
+        result = evaluation.run_sweep(pipe, model_predictor, combos, videos, args.csv, protocol, args.num_samples,
+                                      args.seed, lpips_availability, baselines, progress)
+        print(format_sweep_table(result["rows"]))
+        if result["skipped"]:
+            print(f"{result['skipped']} settings were already in {args.csv} and were not rerun", file=sys.stderr)
+        if args.html:
+            report.write_sweep_html(result["rows"], args.html)
+            print(f"wrote {args.html}", file=sys.stderr)
+        print(f"wrote {args.csv}", file=sys.stderr)
+    else:
+        i3d_availability = load_i3d(args.fvd_weights, args.device, download=not args.no_fvd_download)
+        combo = {"steps": args.steps, "solver": args.solver, "warm_start": args.warm_start}
+        results = evaluation.evaluate(pipe, [model_predictor(combo), *baselines], videos, settings,
+                                      args.num_samples, args.seed, lpips_availability, i3d_availability,
+                                      progress=progress)
+        print(report.format_table(results))
+        if args.json:
+            report.write_json_report(results, args.json)
+            print(f"wrote {args.json}", file=sys.stderr)
+        if args.html:
+            report.write_html_report(results, args.html)
+            print(f"wrote {args.html}", file=sys.stderr)
+    elapsed = time.perf_counter() - started
+    print(f"evaluate: finished in {elapsed:.1f} s ({len(videos.names)} videos x {args.num_frames} frames, "
+          f"K={args.num_samples})")
+    return 0
+
+
+def format_sweep_table(rows: list[dict]) -> str:
+    """Sweep rows (as written to the CSV) as a plain-text table."""
+    columns = [("predictor", "predictor"), ("steps", "N"), ("solver", "solver"), ("warm_start", "s"),
+               ("nfe_per_frame", "NFE/frame"), ("seconds_per_frame", "s/frame"), ("psnr", "PSNR"),
+               ("psnr_best_of_k", "PSNR bestK"), ("ssim", "SSIM"), ("psnr_smoke", "smokePSNR"),
+               ("lpips", "LPIPS"), ("change_ratio", "change ratio"), ("fd_vqvae_features", "FD-VQVAE")]
+    columns = [(k, h) for k, h in columns if any(str(r.get(k, "")) not in ("", "None") for r in rows)]
+
+    def cell(key, value):
+        if value in (None, "", "None"):
+            return "-"
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return str(value)
+        if key in ("steps",):
+            return str(int(number))
+        return f"{number:.4f}" if key in ("ssim", "lpips", "seconds_per_frame", "change_ratio") else f"{number:.2f}"
+
+    table = [[h for _, h in columns]] + [[cell(k, r.get(k)) for k, _ in columns] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
+    return "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+                     for row in table)
