@@ -58,6 +58,9 @@ def main() -> None:
         print(f"{args.videos} videos x {args.frames} frames = {total} empty frame files, layout '{args.layout}'")
         timed("create layout (not part of the index)", lambda: make_layout(root, args.videos, args.frames,
                                                                           args.layout))
+        # The index does not trust a cache written within 2 s of the folder's last change (coarse
+        # file-system timestamps), so let the just-built layout settle as real datasets have.
+        time.sleep(2.1)
         entries, _ = timed("cold scan (scandir + regex, no cache)", lambda: scan_split(root, "train"))
         assert sum(e.num_frames for e in entries) == total
         timed("list_videos, first call (scan + write cache)", lambda: list_videos(root, "train"))
@@ -70,6 +73,7 @@ def main() -> None:
         for t in range(args.frames):
             open(os.path.join(extra, frame_filename("extra", t)), "wb").close()
         os.remove(os.path.join(root, "train_files.txt"))  # list all videos, including the new one
+        time.sleep(2.1)
         videos = timed("list_videos after adding a video (rescan)", lambda: list_videos(root, "train"))
         assert len(videos) == args.videos + 1
     finally:

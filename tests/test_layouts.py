@@ -84,14 +84,14 @@ def test_one_folder_per_video_sorts_numerically(tmp_path):
     assert read_video_entry(videos[1]).shape == (11, 64, 64, 3)  # 32 -> 64 enlarged
 
 
-@pytest.mark.parametrize("ext", ["gif", "mp4"])
+@pytest.mark.parametrize("ext", ["gif", "mp4", "webm", "avi"])
 def test_video_file_round_trip(tmp_path, ext):
     frames = smoke_frames(1, 8)[0]
     path = write_video(tmp_path / f"clip.{ext}", frames, fps=8)
     back = read_video(path)
     assert back.shape == frames.shape and back.dtype == np.uint8
     error = np.abs(back.astype(int) - frames).mean()
-    assert error < 3.0, error  # gif: palette quantisation; mp4: H.264 at high quality
+    assert error < 3.0, error  # gif: palette quantisation; mp4/webm/avi: lossy codecs at high quality
 
 
 def test_gif_keeps_repeated_frames(tmp_path):
@@ -154,16 +154,26 @@ def test_load_frames_accepts_every_single_input(tmp_path):
     assert load_frames(tmp_path / "still.png", size=32).shape == (1, 32, 32, 3)
 
 
-def test_index_is_cached_outside_the_dataset_and_invalidated_by_changes(tmp_path):
+def test_index_is_cached_outside_the_dataset_and_invalidated_by_changes(tmp_path, monkeypatch):
+    from smokeflow.data import dataset_index
+
     frames = smoke_frames(2, 4)
     root = tmp_path / "data"
     write_video_pngs(root / "train", "a", frames[0])
+    past = time.time() - 60  # a settled folder (an index of a folder changed < 2 s ago is not trusted)
+    os.utime(root / "train", (past, past))
     first = list_videos(root, "train")
     cache = index_cache_path(root, "train")
     assert os.path.isfile(cache) and not cache.startswith(os.fspath(root))
     assert sorted(os.listdir(root)) == ["train"]  # nothing written into the dataset
-    assert list_videos(root, "train") == first    # from the cache
-    time.sleep(0.01)
+    real_scan = dataset_index.scan_split
+
+    def no_scan(*args):
+        raise AssertionError("the split was scanned although the cached index is valid")
+
+    monkeypatch.setattr(dataset_index, "scan_split", no_scan)
+    assert list_videos(root, "train") == first  # served from the cache
+    monkeypatch.setattr(dataset_index, "scan_split", real_scan)
     write_video_pngs(root / "train", "b", frames[1])  # a new video changes the folder listing
     assert [v.name for v in list_videos(root, "train")] == ["a", "b"]
     os.remove(root / "train" / "b_frame_0003.png")

@@ -6,7 +6,8 @@ cached as JSON in the user's cache directory (``$SMOKEFLOW_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/smokeflow``, else ``~/.cache/smokeflow``) — never inside the dataset, so user data is
 never written to, and read-only datasets work. A cached index is reused only while everything it was
 built from is unchanged: the split folder's and every frame sub-folder's modification time (which
-changes whenever a file is added, removed or renamed in it) and every video/npz file's size and mtime.
+changes whenever a file is added, removed or renamed in it) and every video/npz file's size and mtime;
+an index written within 2 s of a folder's last change is not trusted (coarse-mtime filesystems).
 
 Accepted forms of a split (they may be mixed inside one split folder):
 
@@ -29,6 +30,7 @@ import json
 import os
 import re
 import stat
+import time
 import zipfile
 
 import numpy as np
@@ -43,6 +45,8 @@ KIND_FRAMES = "frames"   # PNG/JPEG files, one per frame
 KIND_VIDEO = "video"     # one video file
 KIND_NPZ = "npz"         # one sequence inside an npz array
 
+# Folders modified less than this before the index was written are re-scanned next time (see _load_cached).
+RACY_WINDOW_NS = 2_000_000_000
 _LAST_NUMBER_RE = re.compile(r"(\d+)(?!.*\d)")
 
 
@@ -352,14 +356,19 @@ def _load_cached(path: str, root: str, split: str) -> list[VideoEntry] | None:
     other_top = split_dir if expected_top == split_npz else split_npz
     if os.path.exists(other_top):
         return None
+    # "Racy" entries (as in git): a folder modified within the timestamp granularity of the moment the
+    # index was written may have changed again without its mtime moving (coarse-mtime filesystems);
+    # such an index is not trusted.
+    racy_after = data.get("written_ns", 0) - RACY_WINDOW_NS
     for watched, key in data["watch"].items():
-        if _stat_key(watched) != key:
+        if key is None or _stat_key(watched) != key or key[0] >= racy_after:
             return None
     return [_decode_entry(item) for item in data["entries"]]
 
 
 def _save_cached(path: str, root: str, split: str, entries: list[VideoEntry], watch: dict) -> None:
     data = {"version": INDEX_VERSION, "root": os.path.realpath(root), "split": split, "watch": watch,
+            "written_ns": time.time_ns(),
             "entries": [_encode_entry(e) for e in entries]}
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
