@@ -1,0 +1,192 @@
+"""``SmokeFlow``: the one object users load and call (see DESIGN.md, "Contracts other code relies on").
+
+    pipe = SmokeFlow.from_pretrained("checkpoints/default", device="cpu")
+    z = pipe.encode(frames)            # uint8 [T,H,W,3] any size -> float32 [T,C,h,w] normalised latents
+    x = pipe.decode(z)                 # [...,C,h,w] -> uint8 [...,64,64,3]
+    x = pipe.reconstruct(frames)       # uint8 [T,H,W,3] -> uint8 [T,64,64,3]
+    out = pipe.predict(frames, num_frames=9, steps=10, solver="euler", warm_start=0.0, num_samples=1, seed=0)
+    out.frames  # uint8 [K,F,64,64,3];  out.nfe; out.seconds
+
+A checkpoint folder holds ``config.yaml``, ``vqvae.safetensors``, ``latent_stats.safetensors`` and, when a
+flow model was trained, ``flow.safetensors``. VQVAE-only folders load fine; ``predict`` then raises a clear
+:class:`~smokeflow.errors.SmokeflowError`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from smokeflow.config import load_config, section_to_dataclass
+from smokeflow.data.image_io import resize_center_crop
+from smokeflow.errors import CheckpointError, ConfigError, SmokeflowError
+from smokeflow.models.vqvae import VQVAE, LatentNormalizer, VQVAEConfig
+from smokeflow.training import checkpoint_io as ckio
+
+# Frames per encoder/decoder call: bounds memory for long videos.
+_CHUNK = 256
+
+
+@dataclass
+class Prediction:
+    """Result of :meth:`SmokeFlow.predict`.
+
+    frames: uint8 [num_samples, num_frames, 64, 64, 3]; latents: float32 [K, F, C, h, w] (normalised);
+    nfe: network evaluations per sample; seconds: wall time including encoding and decoding.
+    """
+
+    frames: np.ndarray
+    latents: torch.Tensor
+    nfe: int
+    seconds: float
+
+
+def frames_to_model_input(frames, size: int) -> torch.Tensor:
+    """uint8 [T,H,W,3] or [H,W,3] (numpy or torch), any H/W -> float32 [T,3,size,size] in [-1,1]."""
+    if isinstance(frames, torch.Tensor):
+        frames = frames.detach().cpu().numpy()
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 [T,H,W,3] on the 0-255 scale, got dtype {frames.dtype}")
+    if frames.ndim not in (3, 4) or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise ValueError(f"frames must be uint8 [T,H,W,3] (T >= 1) or [H,W,3], got shape {frames.shape}")
+    frames = resize_center_crop(frames, size)
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+
+def model_output_to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float [...,3,H,W] in [-1,1] -> uint8 numpy [...,H,W,3]."""
+    x = ((x.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return x.movedim(-3, -1).cpu().numpy()
+
+
+class SmokeFlow:
+    """A frozen VQVAE with its latent normalisation, plus (optionally) the flow predictor."""
+
+    def __init__(self, vqvae: VQVAE, normalizer: LatentNormalizer, config: dict, folder: str | None = None,
+                 device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.vqvae = vqvae.to(self.device).eval()
+        self.normalizer = normalizer.to(self.device)
+        self.config = config
+        self.folder = folder
+        self._flow = None
+
+    # ------------------------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device = "cpu") -> "SmokeFlow":
+        """Load a checkpoint folder (shipped ``checkpoints/default`` or a run folder ``runs/<name>``).
+
+        Raises CheckpointError naming the file for a missing folder/file, a truncated or corrupt weights
+        file, or weights that do not fit the config.
+        """
+        folder = os.fspath(folder)
+        if not os.path.isdir(folder):
+            raise CheckpointError(folder, "checkpoint folder not found")
+        config_path = os.path.join(folder, ckio.CONFIG_FILE)
+        if not os.path.isfile(config_path):
+            raise CheckpointError(config_path, "config.yaml not found: not a smokeflow checkpoint folder")
+        try:
+            config = load_config(config_path)
+            vqvae_config = section_to_dataclass(VQVAEConfig, config.get("vqvae"), "vqvae")
+        except ConfigError as err:
+            raise CheckpointError(config_path, f"unusable config: {err}") from None
+        vqvae = VQVAE(vqvae_config)
+        ckio.load_state_into(vqvae, os.path.join(folder, ckio.VQVAE_WEIGHTS))
+        stats_path = os.path.join(folder, ckio.LATENT_STATS)
+        if not os.path.isfile(stats_path):
+            raise CheckpointError(stats_path, "latent statistics not found (VQVAE training writes them at the "
+                                              "end; resume the run with --resume to finish it)")
+        from smokeflow.training.vqvae_trainer import load_latent_stats
+
+        normalizer = load_latent_stats(stats_path)
+        if normalizer.mean.numel() != vqvae_config.latent_channels:
+            raise CheckpointError(stats_path, f"statistics have {normalizer.mean.numel()} channels, the VQVAE "
+                                              f"has {vqvae_config.latent_channels}")
+        return cls(vqvae, normalizer, config, folder, device)
+
+    @property
+    def input_size(self) -> int:
+        return self.vqvae.config.input_size
+
+    @property
+    def has_flow(self) -> bool:
+        return self.folder is not None and os.path.isfile(os.path.join(self.folder, ckio.FLOW_WEIGHTS))
+
+    @property
+    def flow(self):
+        """The :class:`smokeflow.flow.predictor.FlowPredictor` of this folder (loaded on first use)."""
+        if self._flow is None:
+            if not self.has_flow:
+                raise SmokeflowError(f"{self.folder}: no {ckio.FLOW_WEIGHTS} in this checkpoint folder (a VQVAE-only "
+                                     "checkpoint): train the flow model with `smokeflow train` or load a folder "
+                                     "that has one, e.g. checkpoints/default")
+            from smokeflow.flow.predictor import FlowPredictor
+
+            self._flow = FlowPredictor.from_folder(self.folder, self.device)
+        return self._flow
+
+    # ------------------------------------------------------------------------------- autoencoder
+    @torch.inference_mode()
+    def encode_raw(self, frames) -> torch.Tensor:
+        """uint8 frames [T,H,W,3] (any size) -> raw (unnormalised) latents float32 [T,C,h,w] on the CPU."""
+        x = frames_to_model_input(frames, self.input_size)
+        out = [self.vqvae.encode(chunk.to(self.device)).float().cpu() for chunk in x.split(_CHUNK)]
+        return torch.cat(out)
+
+    def encode(self, frames) -> torch.Tensor:
+        """uint8 frames [T,H,W,3] or [H,W,3] (any size, resized to input_size) -> float32 [T,C,h,w]
+        normalised latents (~N(0,1) per channel) on the CPU."""
+        return self.normalizer.normalize(self.encode_raw(frames))
+
+    @torch.inference_mode()
+    def decode(self, z, quantize: bool | None = None) -> np.ndarray:
+        """Normalised latents [...,C,h,w] (torch or numpy) -> uint8 frames [...,S,S,3] (S = input_size).
+
+        quantize: snap to the codebook before decoding (default: the config's ``quantize_on_decode``).
+        """
+        z = torch.as_tensor(z).float()
+        if z.ndim < 3:
+            raise ValueError(f"latents must be [..., C, h, w], got shape {tuple(z.shape)}")
+        leading = z.shape[:-3]
+        flat = z.reshape(-1, *z.shape[-3:])
+        frames = []
+        for chunk in flat.split(_CHUNK):
+            raw = self.normalizer.denormalize(chunk.to(self.device))
+            frames.append(model_output_to_uint8(self.vqvae.decode(raw, quantize=quantize)))
+        out = np.concatenate(frames) if frames else np.zeros((0, self.input_size, self.input_size, 3), np.uint8)
+        return out.reshape(*leading, *out.shape[1:])
+
+    def reconstruct(self, frames, quantize: bool | None = None) -> np.ndarray:
+        """uint8 [T,H,W,3] (any size) -> uint8 [T,S,S,3]: encode then decode (the VQVAE's round trip)."""
+        return self.decode(self.encode(frames), quantize=quantize)
+
+    # ---------------------------------------------------------------------------------- prediction
+    def predict_latents(self, z_obs, num_frames: int, steps: int = 10, solver: str = "euler",
+                        warm_start: float = 0.0, num_samples: int = 1, seed: int = 0,
+                        context_policy: str = "per_call", callback: Callable | None = None):
+        """Normalised latents z_obs [T_obs,C,h,w] -> RolloutResult(latents [K,F,C,h,w], nfe, seconds)."""
+        z_obs = torch.as_tensor(z_obs).float().to(self.device)
+        return self.flow.predict_latents(z_obs, num_frames, steps=steps, solver=solver, warm_start=warm_start,
+                                         num_samples=num_samples, seed=seed, context_policy=context_policy,
+                                         callback=callback)
+
+    def predict(self, frames, num_frames: int = 9, steps: int = 10, solver: str = "euler",
+                warm_start: float = 0.0, num_samples: int = 1, seed: int = 0, context_policy: str = "per_call",
+                callback: Callable | None = None) -> Prediction:
+        """Observed uint8 frames [T>=1,H,W,3] (any size) -> Prediction with frames uint8 [K,F,S,S,3]."""
+        start = time.perf_counter()
+        flow = self.flow  # fail early (before encoding) for a VQVAE-only folder
+        del flow
+        z_obs = self.encode(frames)
+        result = self.predict_latents(z_obs, num_frames, steps=steps, solver=solver, warm_start=warm_start,
+                                      num_samples=num_samples, seed=seed, context_policy=context_policy,
+                                      callback=callback)
+        latents = result.latents.float().cpu()
+        frames_out = self.decode(latents)
+        return Prediction(frames_out, latents, int(result.nfe), time.perf_counter() - start)
