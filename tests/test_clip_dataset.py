@@ -95,6 +95,8 @@ def test_all_windows_mode_enumerates_every_window(dataset_root):
     assert plans[0] == (0, [0, 2, 4, 6, 8], False)
     assert plans[-1] == (2, [0, 2, 4, 6, 8], False)
     assert frame_ids(ds[4]) == [1, 21, 41, 61, 81]  # video 1, start 0
+    first = ClipDataset(dataset_root, "train", 3, windows="first")
+    assert len(first) == 3 and [frame_ids(first[v]) for v in range(3)] == [[0, 10, 20], [1, 11, 21], [2, 12, 22]]
 
 
 def test_works_with_dataloader_workers(dataset_root):

@@ -8,8 +8,9 @@ How items map to videos (``windows``):
   DataLoader workers: each draws from OS entropy); with an integer ``seed`` the window and flip are a
   pure function of (seed, epoch, index) — call :meth:`set_epoch` each epoch to get new windows.
   Short and long videos are thus seen equally often, like RIVER's per-video sampling.
-- ``"all"`` (for evaluation): one item per possible window of every video, in video then start order;
-  flips (if enabled) still follow (seed, epoch, index).
+- ``"all"`` (for evaluation, or every frame with ``frames_per_sample=1``): one item per possible window
+  of every video, in video then start order; flips (if enabled) still follow (seed, epoch, index).
+- ``"first"`` (for evaluation): one item per video, the window starting at its first frame.
 
 Items are float32 tensors [T,3,size,size] in [-1,1] (T = frames_per_sample). Frames are read lazily per
 item (only the T files of a PNG window are decoded), so the dataset is cheap to pickle into workers.
@@ -27,7 +28,7 @@ from smokeflow.data.dataset_index import KIND_FRAMES, VideoEntry
 from smokeflow.data.layouts import list_videos, read_video_entry
 from smokeflow.errors import DataError
 
-WINDOW_MODES = ("random", "all")
+WINDOW_MODES = ("random", "all", "first")
 
 
 def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -42,7 +43,7 @@ class ClipDataset(torch.utils.data.Dataset):
     root, split: the dataset root and split name. frames_per_sample: T, frames per clip.
     skip_frames: frames skipped between two clip frames (a clip spans (T-1)*(skip+1)+1 video frames).
     random_horizontal_flip: flip the whole clip left-right with probability 1/2.
-    size: output height = width. windows: "random" | "all" (see module doc). seed: None or int.
+    size: output height = width. windows: "random" | "all" | "first" (see module doc). seed: None or int.
     max_videos: use only the first N videos (quick experiments).
 
     Raises DataError naming the video when one is shorter than a clip.
@@ -87,7 +88,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self._decoded: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
 
     def __len__(self) -> int:
-        return len(self.videos) if self.windows == "random" else int(self._window_offsets[-1])
+        return int(self._window_offsets[-1]) if self.windows == "all" else len(self.videos)
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch for seeded windows/flips (like DistributedSampler.set_epoch)."""
@@ -106,6 +107,8 @@ class ClipDataset(torch.utils.data.Dataset):
         if self.windows == "random":
             video = index
             start = int(rng.integers(0, self._window_counts[video]))
+        elif self.windows == "first":
+            video, start = index, 0
         else:
             video = int(np.searchsorted(self._window_offsets, index, side="right") - 1)
             start = int(index - self._window_offsets[video])
