@@ -97,13 +97,17 @@ def _smooth_noise(rng: np.random.Generator, steps: int, correlation_steps: float
     return out
 
 
-def _draw_wind(rng: np.random.Generator, steps: int, sign: float) -> np.ndarray:
-    """Horizontal wind [steps] at the bottom of the grid, blowing towards ``sign`` (+1 = right):
-    calm, steady, gusty or turning (swinging through calm to the other side)."""
-    kind = rng.choice(["calm", "steady", "gusty", "turning"], p=[0.15, 0.35, 0.35, 0.15])
+def _draw_wind(rng: np.random.Generator, steps: int, sign: float, must_blow: bool = False) -> np.ndarray:
+    """Horizontal wind [steps] (scaled by the height profile), blowing towards ``sign`` (+1 = right):
+    calm, steady, gusty or turning (swinging through calm to the other side). ``must_blow`` leaves out
+    calm and turning winds (for stacks beside the view, whose smoke the wind must carry in)."""
+    if must_blow:
+        kind = rng.choice(["steady", "gusty"])
+    else:
+        kind = rng.choice(["calm", "steady", "gusty", "turning"], p=[0.15, 0.35, 0.35, 0.15])
     if kind == "calm":
         return np.full(steps, sign * rng.uniform(0.0, 0.1)) + 0.03 * _smooth_noise(rng, steps, 30)
-    speed = sign * np.exp(rng.uniform(np.log(0.1), np.log(1.4)))
+    speed = sign * np.exp(rng.uniform(np.log(0.3 if must_blow else 0.1), np.log(1.4)))
     if kind == "steady":
         return np.full(steps, speed) * (1.0 + 0.08 * _smooth_noise(rng, steps, 40))
     if kind == "gusty":
@@ -161,36 +165,39 @@ def draw_scene(rng: np.random.Generator, num_frames: int) -> Scene:
     density_rate = np.zeros((steps, MAX_SOURCES))
     heat_rate = np.zeros((steps, MAX_SOURCES))
     puffing = rng.random() < 0.15
-    scale = np.exp(rng.uniform(np.log(0.7), np.log(2.4)))  # plant size: all its stacks alike
-    late_start = rng.random() < 0.08  # emission begins during the sequence: a plume appears
+    scale = np.exp(rng.uniform(np.log(0.6), np.log(1.8)))  # plant size: all its stacks alike
+    late_start = rng.random() < 0.05  # emission begins during the sequence: a plume appears
     for k in range(num_sources):
         spread = 0.0 if k == 0 else 6.0 + 4.0 * scale
         source_x[k] = np.clip(cluster_x + rng.normal(0, spread), SPONGE_SIDES + 2, GRID - SPONGE_SIDES - 3)
         source_y[k] = np.clip(cluster_y + rng.normal(0, 0.5 * spread), VIEW_TOP + VIEW // 2, GRID - 3)
         source_radius[k] = scale * rng.uniform(0.9, 1.8)
         exit_speed[k] = rng.uniform(0.3, 2.0)
-        base = scale * rng.uniform(0.2, 0.7)
+        # Big stacks make wider, not denser, plumes; several stacks share the output of one plant.
+        base = np.sqrt(scale / num_sources) * rng.uniform(0.2, 0.6)
+        if late_start:  # from shortly before frame 0 up to the middle of the sequence
+            start = rng.integers(WARMUP_STEPS - 6, max(WARMUP_STEPS + (steps - WARMUP_STEPS) // 2,
+                                                       WARMUP_STEPS - 5))
+        else:
+            start = rng.integers(0, WARMUP_STEPS // 4)
         if puffing:
             # Bursts: short pulses of heavy emission at random moments.
             pulses = (rng.random(steps) < rng.uniform(0.04, 0.12)).astype(float)
             width = rng.integers(2, 6)
             envelope = np.convolve(pulses, np.ones(width), mode="same")
             modulation = 3.0 * np.minimum(envelope, 1.0)
+            modulation[start:start + width] = 3.0  # a first burst as soon as the stack starts
         else:
             unsteadiness = rng.uniform(0.0, 0.7)
             modulation = np.clip(1.0 + unsteadiness * _smooth_noise(rng, steps, rng.uniform(4, 25)), 0, None)
-        if late_start:  # shortly before frame 0 up to near the end
-            start = rng.integers(WARMUP_STEPS - 6, max(steps - 2, WARMUP_STEPS - 5))
-        else:
-            start = rng.integers(0, WARMUP_STEPS // 4)
         modulation[:start] = 0.0
         density_rate[:, k] = base * modulation
         heat_rate[:, k] = rng.uniform(0.4, 1.5) * modulation
 
-    wind_x = _draw_wind(rng, steps, wind_sign)
+    wind_x = _draw_wind(rng, steps, wind_sign, must_blow=placement == "side")
     # Per-sequence motion speed: small dt = slow-moving frames. The warm-up always runs at a large
     # step (semi-Lagrangian advection is stable at any step) so plumes are developed by frame 0.
-    frame_dt = np.exp(rng.uniform(np.log(0.45), np.log(2.2)))
+    frame_dt = np.exp(rng.uniform(np.log(0.6), np.log(2.6)))
     dt = np.full(steps, frame_dt)
     dt[:WARMUP_STEPS] = max(frame_dt, WARMUP_DT)
 
@@ -206,11 +213,11 @@ def draw_scene(rng: np.random.Generator, num_frames: int) -> Scene:
         wind_x=wind_x, wind_shear=rng.uniform(0.0, 1.5), wind_y=rng.uniform(-0.08, 0.03), dt=dt,
         stirring=stirring,
         buoyancy=rng.uniform(0.04, 0.25), smoke_weight=rng.uniform(0.0, 0.02),
-        cooling=rng.uniform(0.005, 0.03), dissipation=rng.uniform(0.0, 0.015),
+        cooling=rng.uniform(0.005, 0.03), dissipation=rng.uniform(0.002, 0.02),
         mixing=rng.uniform(0.0, 0.12),
         confinement=rng.uniform(0.02, 0.2), drag=rng.uniform(0.0, 0.02),
-        colour=_draw_colour(rng), brightness=rng.uniform(0.35, 1.0), shading=rng.uniform(0.0, 0.6),
-        opacity_gain=np.exp(rng.uniform(np.log(0.5), np.log(2.5))), edge_cut=rng.uniform(0.0, 0.08),
+        colour=_draw_colour(rng), brightness=rng.uniform(0.65, 1.0), shading=rng.uniform(0.0, 0.4),
+        opacity_gain=np.exp(rng.uniform(np.log(1.5), np.log(6.0))), edge_cut=rng.uniform(0.04, 0.18),
         speck_rate=rng.uniform(0.0, 4.0), pixel_noise=rng.uniform(0.0, 3.0),
         render_seed=int(rng.integers(0, 2**31 - 1)),
     )
@@ -296,7 +303,7 @@ def render_frames(density: torch.Tensor, scenes: list[Scene], frame_index: int, 
     frames = np.empty((len(scenes), size, size, 3), dtype=np.uint8)
     for b, scene in enumerate(scenes):
         opacity = 1.0 - np.exp(-scene.opacity_gain * window[b])
-        opacity = np.clip((opacity - scene.edge_cut) / (1.0 - scene.edge_cut), 0.0, 1.0)
+        opacity = np.clip((opacity - scene.edge_cut) / (1.0 - scene.edge_cut), 0.0, 1.0) ** 0.75
         light = 1.0 - scene.shading * (1.0 - np.exp(-0.1 * scene.opacity_gain * column[b]))
         rgb = (opacity * light)[..., None] * (255.0 * scene.brightness * scene.colour)
         rng = np.random.default_rng([scene.render_seed, frame_index])
