@@ -17,8 +17,8 @@ from smokeflow.errors import CheckpointError
 from smokeflow.flow.path import DEFAULT_SIGMA, FlowPath
 from smokeflow.flow.sampler import RolloutProgress, RolloutResult, rollout
 from smokeflow.models.vector_field import VectorField, VectorFieldConfig
+from smokeflow.training.checkpoint_io import FLOW_WEIGHTS, load_state_into
 
-FLOW_WEIGHTS = "flow.safetensors"
 
 
 @dataclass
@@ -38,27 +38,11 @@ def build_vector_field(config: FlowConfig) -> VectorField:
 
 
 def load_flow_weights(model: VectorField, weights_path: str) -> None:
-    """Load safetensors weights into ``model`` (any float dtype, cast to the model's); clear errors."""
-    from safetensors.torch import load_file
-
+    """Load safetensors weights (fp32 or fp16) into ``model``; CheckpointError names the file and problem."""
     if not os.path.isfile(weights_path):
         raise CheckpointError(weights_path, "flow weights not found (a VQVAE-only folder has none: train the "
                               "flow model with `smokeflow train`)")
-    try:
-        state = load_file(weights_path)
-    except Exception as err:  # safetensors raises several types for truncated/corrupt headers
-        raise CheckpointError(weights_path, f"cannot read safetensors file (truncated or corrupt?): {err}") from None
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(weights_path, f"weights do not fit the flow config: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}")
-    for name, tensor in state.items():
-        if tensor.shape != expected[name].shape:
-            raise CheckpointError(weights_path, f"{name} has shape {tuple(tensor.shape)}, the config expects "
-                                  f"{tuple(expected[name].shape)}")
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    load_state_into(model, weights_path)
 
 
 class FlowPredictor:
