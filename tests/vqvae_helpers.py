@@ -1,0 +1,35 @@
+"""Shared by the VQVAE tests: one tiny simulated dataset and one tiny trained VQVAE per test session.
+
+Both are made with the real code (simulator, trainer) and cached under pytest's session base temp folder,
+so every VQVAE test module reuses them instead of paying for them again.
+"""
+
+from __future__ import annotations
+
+import os
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CONFIG = os.path.join(REPO_ROOT, "configs", "tiny.yaml")
+
+
+def tiny_dataset(base: str) -> str:
+    """``base/vq_data``: 3 train, 2 val, 2 test simulated videos of 6 frames (users' PNG layout)."""
+    from smokeflow.data.simulate import write_simulated_dataset
+
+    root = os.path.join(base, "vq_data")
+    done = os.path.join(base, "vq_data.done")
+    if not os.path.exists(done):
+        write_simulated_dataset(root, train=3, val=2, test=2, frames=6, seed=0, force=True, progress=False)
+        open(done, "w").close()
+    return root
+
+
+def tiny_checkpoint(base: str, data_root: str) -> str:
+    """``base/vq_runs/tiny``: the tiny config trained for its 6 steps on :func:`tiny_dataset`."""
+    from smokeflow.training.vqvae_trainer import train_vqvae
+
+    runs = os.path.join(base, "vq_runs")
+    run_dir = os.path.join(runs, "tiny")
+    if not os.path.isfile(os.path.join(run_dir, "latent_stats.safetensors")):
+        train_vqvae(TINY_CONFIG, "tiny", runs_dir=runs, device="cpu", data_path=data_root, progress=False)
+    return run_dir
