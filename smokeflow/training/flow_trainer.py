@@ -274,10 +274,12 @@ def train_flow(run_dir: str, config: dict, data_root: str, seed: int = 0, device
         prepare_run_folder(run_dir, config, vqvae_checkpoint)
     barrier(ctx)
 
+    # Every window of every video is an item; which flip an item gets depends on (seed, epoch, index) and
+    # the epoch is set to the step, so clips and flips are reproducible per step (exact resume).
     train_set = LatentClipDataset(data_root, "train", frames_per_sample, skip_frames=skip_frames,
-                                  random_horizontal_flip=flip)
+                                  random_horizontal_flip=flip, windows="all", seed=seed)
     val_set = LatentClipDataset(data_root, "val", frames_per_sample, skip_frames=skip_frames,
-                                random_horizontal_flip=False)
+                                random_horizontal_flip=False, windows="all", seed=seed)
     if len(train_set) == 0:
         raise DataError(data_root, "the latent cache has no training clips")
     first = torch.as_tensor(train_set[0])
@@ -359,7 +361,7 @@ def train_flow(run_dir: str, config: dict, data_root: str, seed: int = 0, device
         # Every draw of this step comes from (seed, step, rank): exact resume, different data per rank.
         draw = step_generator(seed, step, rank, 0)
         indices = torch.randint(0, len(train_set), (train_config.batch_size,), generator=draw).tolist()
-        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=draw)))  # the dataset's flips
+        train_set.set_epoch(step)
         clips = load_batch(train_set, indices, device)
         loss = training_loss(train_model, path, clips, train_config, step_generator(seed, step, rank, 1),
                              background)
@@ -398,7 +400,7 @@ def train_flow(run_dir: str, config: dict, data_root: str, seed: int = 0, device
                 sampler_model = build_vector_field(flow_config).to(device)
                 sampler_model.load_state_dict(ema.shadow)
             write_sample_rollout(run_dir, done, sampler_model, path,
-                                 torch.as_tensor(val_set[0]).to(device), train_config.sample_steps)
+                                 val_set.video_latents(0)[:frames_per_sample].to(device), train_config.sample_steps)
             model.train()
         if stop_after_step is not None and done >= stop_after_step:
             break

@@ -1,0 +1,136 @@
+"""Flow training on a tiny real latent cache (simulated videos -> tiny VQVAE -> cache): a complete run
+folder, exact resume after a stop, the options, and a 2-process DDP run with gloo."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from smokeflow.cli import main as cli_main
+from smokeflow.config import load_config
+from smokeflow.flow.path import FlowPath
+from smokeflow.flow.predictor import FlowConfig, build_vector_field
+from smokeflow.training.flow_trainer import FlowTrainingConfig, learning_rate_factor, train_flow, training_loss
+from smokeflow.training.run_logger import read_metrics
+
+from vqvae_helpers import TINY_CONFIG, tiny_checkpoint, tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def latent_data(tmp_path_factory):
+    """(data root with a train+val latent cache, VQVAE folder), made by the real code."""
+    from smokeflow.data.latent_cache import build_latent_cache
+
+    base = str(tmp_path_factory.getbasetemp())
+    root = tiny_dataset(base)
+    vqvae = tiny_checkpoint(base, root)
+    for split in ("train", "val"):
+        build_latent_cache(vqvae, root, split, progress=False)
+    return root, vqvae
+
+
+def _train(tmp, latent_data, name, **kwargs):
+    root, vqvae = latent_data
+    run_dir = os.path.join(tmp, name)
+    metrics = train_flow(run_dir, load_config(TINY_CONFIG), root, seed=3, vqvae_checkpoint=vqvae,
+                         show_progress=False, **kwargs)
+    return run_dir, metrics
+
+
+def test_cli_training_writes_a_complete_self_contained_run(latent_data, tmp_path):
+    root, vqvae = latent_data
+    code = cli_main(["train", "--run-name", "r", "--config", TINY_CONFIG, "--random-seed", "1", "--device", "cpu",
+                     "--data", root, "--vqvae-checkpoint", vqvae, "--runs-dir", str(tmp_path), "--no-progress"])
+    assert code == 0
+    run = tmp_path / "r"
+    for name in ("config.yaml", "vqvae.safetensors", "latent_stats.safetensors", "flow.safetensors",
+                 "train_state.pt", "metrics.jsonl"):
+        assert (run / name).is_file(), name
+    train = read_metrics(run, "train")
+    val = read_metrics(run, "val")
+    assert [r["step"] for r in train] == [2, 4, 6]
+    assert all(r["train_loss"] > 0 and r["lr"] > 0 and r["steps_per_s"] > 0 for r in train)
+    assert [r["step"] for r in val] == [2, 4, 6] and all(r["val_loss"] > 0 and r["val_loss_ema"] > 0 for r in val)
+    assert sorted(os.listdir(run / "samples")) == ["step_000003.gif", "step_000006.gif"]
+    # The folder loads as a whole: SmokeFlow predicts with the EMA flow weights saved there.
+    from smokeflow.pipeline import SmokeFlow
+
+    pipe = SmokeFlow.from_pretrained(str(run))
+    frames = pipe.decode(torch.zeros(2, 16, 8, 8))
+    out = pipe.predict(frames, num_frames=2, steps=2, num_samples=2)
+    assert out.frames.shape == (2, 2, 64, 64, 3) and out.nfe == 4
+
+
+def test_resume_after_a_stop_repeats_the_uninterrupted_run_exactly(latent_data, tmp_path):
+    full, _ = _train(str(tmp_path), latent_data, "full")
+    part, _ = _train(str(tmp_path), latent_data, "part", stop_after_step=3)  # as if killed after step 3
+    state = torch.load(os.path.join(part, "train_state.pt"), weights_only=True)
+    assert state["step"] == 3
+    _train(str(tmp_path), latent_data, "part", resume=True)
+    a, b = load_file(os.path.join(full, "flow.safetensors")), load_file(os.path.join(part, "flow.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    sa = torch.load(os.path.join(full, "train_state.pt"), weights_only=True)
+    sb = torch.load(os.path.join(part, "train_state.pt"), weights_only=True)
+    assert all(torch.equal(sa["model"][k], sb["model"][k]) for k in sa["model"])
+    assert sa["scheduler"]["last_epoch"] == sb["scheduler"]["last_epoch"] == 6
+    # The resumed run's log has each step once, as the uninterrupted one.
+    assert [r["step"] for r in read_metrics(part, "train")] == [r["step"] for r in read_metrics(full, "train")]
+
+
+def test_two_process_ddp_sees_different_data_and_ends_with_equal_weights(latent_data, tmp_path):
+    root, vqvae = latent_data
+    code = cli_main(["train", "--run-name", "ddp", "--config", TINY_CONFIG, "--num-gpus", "2", "--device", "cpu",
+                     "--data", root, "--vqvae-checkpoint", vqvae, "--runs-dir", str(tmp_path), "--no-progress",
+                     "--max-steps", "4"])
+    assert code == 0
+    run = tmp_path / "ddp"
+    train = read_metrics(run, "train")
+    assert len(train) == 2
+    for record in train:
+        sums = record["rank_batch_sums"]
+        assert len(sums) == 2 and sums[0] != sums[1]
+    (ddp,) = read_metrics(run, "ddp")
+    checksums = ddp["rank_weight_checksums"]
+    assert len(checksums) == 2 and checksums[0] == checksums[1]
+    assert (run / "flow.safetensors").is_file()
+
+
+def test_loss_options_change_the_loss_and_the_schedule_warms_up_then_decays(latent_data):
+    from smokeflow.data.latent_cache import LatentClipDataset
+
+    root, _ = latent_data
+    config = load_config(TINY_CONFIG)
+    model = build_vector_field(FlowConfig.from_section(config["flow"]))
+    torch.nn.init.normal_(model.head.weight, std=0.1)
+    clips = torch.stack([LatentClipDataset(root, "train", 6, windows="all", seed=0)[i] for i in range(3)])
+    base = dataclasses.replace(FlowTrainingConfig.from_section(config["flow_training"]), smoke_weight=1.0,
+                               condition_noise=0.0)
+
+    def loss(cfg):
+        return training_loss(model, FlowPath(), clips, cfg, torch.Generator().manual_seed(0), None).item()
+
+    plain = loss(base)
+    assert plain == loss(base)  # same draws -> same loss
+    assert loss(dataclasses.replace(base, smoke_weight=5.0)) != plain
+    assert loss(dataclasses.replace(base, condition_noise=0.5)) != plain
+    lr = [learning_rate_factor(s, dataclasses.replace(base, warmup_steps=4, max_steps=20)) for s in range(20)]
+    assert lr[0] < lr[3] == 1.0 and lr[-1] < lr[10] < lr[4]
+    assert abs(lr[-1] - base.min_lr_ratio) < 0.02
+
+
+def test_wandb_without_the_package_is_a_clear_error(latent_data, tmp_path, capsys):
+    try:
+        import wandb  # noqa: F401
+        pytest.skip("wandb is installed here")
+    except ImportError:
+        pass
+    root, vqvae = latent_data
+    code = cli_main(["train", "--run-name", "w", "--config", TINY_CONFIG, "--device", "cpu", "--data", root,
+                     "--vqvae-checkpoint", vqvae, "--runs-dir", str(tmp_path), "--no-progress", "--wandb",
+                     "--max-steps", "1"])
+    assert code == 2
+    assert "wandb" in capsys.readouterr().err
