@@ -1,0 +1,97 @@
+"""Latent cache: built once, reused, rebuilt when the checkpoint or the data change; LatentClipDataset items."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from smokeflow.cli import main
+from smokeflow.data.latent_cache import LatentClipDataset, build_latent_cache, read_index
+from smokeflow.data.layouts import list_videos, read_video_entry
+from smokeflow.errors import DataError
+from smokeflow.pipeline import SmokeFlow
+from vqvae_helpers import tiny_checkpoint, tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    base = str(tmp_path_factory.getbasetemp())
+    shared = tiny_dataset(base)
+    checkpoint = tiny_checkpoint(base, shared)
+    # A private copy of the data: these tests modify a frame to check invalidation.
+    data = str(tmp_path_factory.mktemp("cache") / "data")
+    shutil.copytree(shared, data, ignore=shutil.ignore_patterns(".latents"))
+    return checkpoint, data
+
+
+def test_cache_matches_encoder_and_is_reused(setup, capsys):
+    checkpoint, data = setup
+    assert main(["encode-latents", "--checkpoint", checkpoint, "--data", data]) == 0
+    out = capsys.readouterr().out
+    assert "train: encoded 18 frames" in out and "val: encoded 12" in out and "test: encoded 12" in out
+    index = read_index(os.path.join(data, ".latents", "train"))
+    assert index["flips"] and index["shape"] == [16, 8, 8] and index["num_frames"] == 18
+
+    pipe = SmokeFlow.from_pretrained(checkpoint)
+    video = list_videos(data, "train")[1]
+    frames = read_video_entry(video, 64)
+    expected = pipe.encode(frames)
+    expected_flipped = pipe.encode(np.ascontiguousarray(frames[:, :, ::-1]))
+    dataset = LatentClipDataset(data, "train", frames_per_sample=6, windows="all")
+    assert len(dataset) == 3 and dataset[1].shape == (6, 16, 8, 8) and dataset[1].dtype == torch.float32
+    assert torch.allclose(dataset[1], expected, atol=2e-2)  # float16 storage
+    flipped = LatentClipDataset(os.path.join(data, ".latents"), "train", 6, windows="all",
+                                random_horizontal_flip=True, seed=0)
+    plans = [flipped.clip_plan(i)[2] for i in range(3)]
+    for i, flip in enumerate(plans):
+        if i == 1:
+            assert torch.allclose(flipped[1], expected_flipped if flip else expected, atol=2e-2)
+    clips = LatentClipDataset(data, "train", frames_per_sample=3, skip_frames=1, windows="all")
+    assert len(clips) == 3 * 2
+    assert torch.allclose(clips[2], expected[[0, 2, 4]], atol=2e-2)  # video 1, first window, every 2nd frame
+
+    assert main(["encode-latents", "--checkpoint", checkpoint, "--data", data, "--split", "train"]) == 0
+    assert "train: cache up to date" in capsys.readouterr().out
+
+
+def test_cache_rebuilt_when_data_or_checkpoint_change(setup, tmp_path):
+    checkpoint, data = setup
+    build_latent_cache(checkpoint, data, "test", progress=False)
+    assert not build_latent_cache(checkpoint, data, "test", progress=False).rebuilt
+
+    # Data change: one frame rewritten (brighter smoke) -> rebuilt, and the new latents differ.
+    video = list_videos(data, "test")[0]
+    path = video.frame_paths[2]
+    old = LatentClipDataset(data, "test", 6, windows="all")[0]
+    frame = np.asarray(Image.open(path)).astype(np.int32)
+    Image.fromarray(np.clip(frame + 80, 0, 255).astype(np.uint8)).save(path)
+    info = build_latent_cache(checkpoint, data, "test", progress=False)
+    assert info.rebuilt and info.reason == "the data changed"
+    new = LatentClipDataset(data, "test", 6, windows="all")[0]
+    assert not torch.allclose(old[2], new[2]) and torch.allclose(old[0], new[0])
+
+    # Checkpoint change: a copy of the checkpoint with different latent statistics -> rebuilt.
+    other = str(tmp_path / "ckpt")
+    shutil.copytree(checkpoint, other)
+    from smokeflow.training.vqvae_trainer import load_latent_stats, save_latent_stats
+
+    stats = load_latent_stats(os.path.join(other, "latent_stats.safetensors"))
+    stats.std.mul_(2.0)
+    save_latent_stats(stats, os.path.join(other, "latent_stats.safetensors"))
+    info = build_latent_cache(other, data, "test", progress=False)
+    assert info.rebuilt and info.reason == "the VQVAE checkpoint changed"
+    assert torch.allclose(LatentClipDataset(data, "test", 6, windows="all")[0], new / 2.0, atol=2e-2)
+
+
+def test_missing_cache_and_flips_are_clear_errors(setup, tmp_path):
+    checkpoint, data = setup
+    with pytest.raises(DataError, match="encode-latents"):
+        LatentClipDataset(str(tmp_path), "train", 2)
+    build_latent_cache(checkpoint, data, "val", progress=False)
+    with pytest.raises(DataError, match="flipped latents"):
+        LatentClipDataset(data, "val", 2, random_horizontal_flip=True)
