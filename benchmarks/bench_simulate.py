@@ -1,6 +1,6 @@
 """Simulator speed: sequences per second and the projected time for 1,000 sequences of 20 frames.
 
-    python benchmarks/bench_simulate.py [--sequences 64] [--frames 20] [--workers 1 2]
+    python benchmarks/bench_simulate.py [--sequences 128] [--frames 20] [--workers 1 2]
 
 Runs ``write_simulated_dataset`` (simulation + PNG writing, the real command's path) into a temporary
 folder for each worker count. The target from issue 2: 1,000 sequences of 20 frames in under 5 minutes
@@ -22,7 +22,7 @@ from smokeflow.data.simulate import write_simulated_dataset  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sequences", type=int, default=64)
+    parser.add_argument("--sequences", type=int, default=128)
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()

@@ -7,6 +7,7 @@ number of workers, or which other splits are generated.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import re
@@ -31,6 +32,23 @@ BATCH_SIZE = 16
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 CONTACT_SHEET_NAME = "contact_sheet.png"
 CONTACT_SHEET_ROWS = 8
+
+
+@contextlib.contextmanager
+def single_threaded_torch():
+    """Run torch CPU ops on one thread inside the block (restored afterwards).
+
+    The solver's ops are small (a batch of 128x128 grids); torch's intra-op threads gain little on
+    them and, when other processes load the cores, spin-waiting threads made a run 10x slower
+    (measured: 6.7 s with one thread vs 73 s with two on the loaded 2-core machine). Use --workers
+    for parallelism instead; results do not depend on the thread count either way.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def sequence_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -71,9 +89,10 @@ def simulate_sequences(num_sequences: int, num_frames: int, seed: int, size: int
     if num_sequences < 0:
         raise ValueError(f"num_sequences must be >= 0, got {num_sequences}")
     out = np.empty((num_sequences, num_frames, size, size, 3), dtype=np.uint8)
-    for start in range(0, num_sequences, BATCH_SIZE):
-        indices = list(range(start, min(start + BATCH_SIZE, num_sequences)))
-        out[start:start + len(indices)] = simulate_indices(seed, split, indices, num_frames, size, device)
+    with single_threaded_torch():
+        for start in range(0, num_sequences, BATCH_SIZE):
+            indices = list(range(start, min(start + BATCH_SIZE, num_sequences)))
+            out[start:start + len(indices)] = simulate_indices(seed, split, indices, num_frames, size, device)
     return out
 
 
@@ -98,7 +117,7 @@ def _run_job(job: _Job):
 
 
 def _worker_init() -> None:
-    # One thread per worker process: the workers already use the cores.
+    # One thread per worker process: the workers already use the cores (see single_threaded_torch).
     torch.set_num_threads(1)
 
 
@@ -174,9 +193,10 @@ def write_simulated_dataset(out, train: int, val: int, test: int, frames: int, s
     results = []
     bar = tqdm(total=sum(counts.values()), unit="seq", desc="simulate", disable=not progress)
     if workers <= 1:
-        for job in jobs:
-            results.append(_run_job(job))
-            bar.update(len(job.indices))
+        with single_threaded_torch():
+            for job in jobs:
+                results.append(_run_job(job))
+                bar.update(len(job.indices))
     else:
         context = multiprocessing.get_context("spawn")
         with context.Pool(workers, initializer=_worker_init) as pool:
