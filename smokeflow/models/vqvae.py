@@ -37,14 +37,14 @@ class VQVAEConfig:
     """
 
     input_size: int = 64
-    channels: list[int] = field(default_factory=lambda: [16, 32, 128, 192])
-    res_blocks: list[int] = field(default_factory=lambda: [0, 0, 1, 2])
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    res_blocks: list[int] = field(default_factory=lambda: [0, 0, 1, 3])
     extra_decoder_blocks: int = 0
     latent_channels: int = 256
     codebook_size: int = 1024
     ema_decay: float = 0.99
     dead_code_threshold: float = 0.03
-    restart_every: int = 10
+    restart_every: int = 5
     quantize_on_decode: bool = True
 
     def __post_init__(self):
