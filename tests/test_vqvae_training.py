@@ -92,3 +92,14 @@ def test_reconstruction_metrics_see_background_noise():
     assert metrics["background_nonzero_fraction"] == pytest.approx(100 / (64 * 64 - 400))
     assert metrics["psnr_smoke"] == 100.0  # the smoke itself is exact
     assert error_map(original, noisy)[0, 0, 0].max() > 0 and error_map(original, noisy)[0, 30, 30].max() == 0
+
+
+def test_two_process_ddp_run_on_cpu(tmp_path, data_root):
+    """--num-gpus 2 re-launches through torchrun; on CPU the two ranks train with gloo."""
+    runs = str(tmp_path / "runs")
+    code = main(["train-vqvae", "--config", TINY_CONFIG, "--run-name", "ddp", "--runs-dir", runs, "--data", data_root,
+                 "--device", "cpu", "--num-gpus", "2", "--max-steps", "2"])
+    assert code == 0
+    run_dir = os.path.join(runs, "ddp")
+    assert [r["step"] for r in read_metrics(run_dir, "train")] == [2]
+    assert os.path.isfile(os.path.join(run_dir, "latent_stats.safetensors"))

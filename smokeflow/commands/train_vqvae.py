@@ -20,6 +20,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="override vqvae_training.max_steps")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="override vqvae_training.max_minutes (stop and anneal by wall time)")
+    parser.add_argument("--lpips-weights", default=None,
+                        help="AlexNet weights for the LPIPS loss term (default: the torch hub cache)")
     parser.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (if installed)")
 
 
@@ -36,7 +38,7 @@ def run(args) -> int:
 
     result = train_vqvae(args.config, args.run_name, runs_dir=args.runs_dir, device=args.device,
                          resume=args.resume, max_steps=args.max_steps, data_path=args.data,
-                         max_minutes=args.max_minutes, use_wandb=args.wandb)
+                         max_minutes=args.max_minutes, use_wandb=args.wandb, lpips_weights=args.lpips_weights)
     if result.final_metrics:
         m = result.final_metrics
         print(f"step {result.step}: val PSNR {m['psnr']:.2f} dB, smoke PSNR {m['psnr_smoke']:.2f} dB, "
@@ -48,7 +50,7 @@ def run(args) -> int:
 def _command_line(args) -> list[str]:
     argv = ["train-vqvae", "--config", args.config, "--run-name", args.run_name, "--runs-dir", args.runs_dir]
     for flag, value in (("--data", args.data), ("--device", args.device), ("--max-steps", args.max_steps),
-                        ("--max-minutes", args.max_minutes)):
+                        ("--max-minutes", args.max_minutes), ("--lpips-weights", args.lpips_weights)):
         if value is not None:
             argv += [flag, str(value)]
     argv += ["--resume"] * bool(args.resume) + ["--wandb"] * bool(args.wandb)

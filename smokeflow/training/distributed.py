@@ -97,6 +97,16 @@ def all_reduce_mean(value: torch.Tensor, ctx: DistributedContext) -> torch.Tenso
     return value / ctx.world_size
 
 
+def broadcast_from_main(value: float, ctx: DistributedContext) -> float:
+    """Rank 0's ``value`` on every rank: decisions taken from wall time (stop, checkpoint) must be the
+    same everywhere, or ranks fall out of step in their collectives and hang."""
+    if not ctx.is_distributed:
+        return value
+    tensor = torch.tensor([float(value)], dtype=torch.float64)
+    dist.broadcast(tensor, src=0)
+    return float(tensor.item())
+
+
 def all_reduce_sum(value: torch.Tensor, ctx: DistributedContext) -> torch.Tensor:
     if not ctx.is_distributed:
         return value

@@ -42,8 +42,8 @@ from smokeflow.data.smoke_mask import smoke_mask
 from smokeflow.errors import CheckpointError, ConfigError, SmokeflowError
 from smokeflow.models.vqvae import VQVAE, LatentNormalizer, RunningChannelStats, VQVAEConfig
 from smokeflow.training import checkpoint_io as ckio
-from smokeflow.training.distributed import (DistributedContext, all_reduce_mean, barrier, cleanup_distributed,
-                                            init_distributed)
+from smokeflow.training.distributed import (DistributedContext, all_reduce_mean, barrier, broadcast_from_main,
+                                            cleanup_distributed, init_distributed)
 from smokeflow.training.run_logger import RunLogger, truncate_after_step
 
 
@@ -245,13 +245,16 @@ def _save_checkpoint(run_dir: str, model: VQVAE, optimizer, step: int, train_sec
 
 def train_vqvae(config_path: str | os.PathLike, run_name: str, runs_dir: str = "runs", device: str | None = None,
                 resume: bool = False, max_steps: int | None = None, data_path: str | None = None,
-                max_minutes: float | None = None, use_wandb: bool = False, progress: bool = True) -> TrainResult:
+                max_minutes: float | None = None, use_wandb: bool = False, progress: bool = True,
+                lpips_weights: str | None = None) -> TrainResult:
     """Train (or resume) a VQVAE run in ``runs_dir/run_name``. Works in one process or under torchrun."""
     config, model_cfg, cfg = load_training_config(config_path)
     if max_steps is not None:
         cfg.max_steps = int(max_steps)
     if max_minutes is not None:
         cfg.max_minutes = float(max_minutes)
+    if lpips_weights is not None:
+        cfg.lpips_weights_path = lpips_weights
     data_root = data_path or (config.get("data") or {}).get("data_path")
     if not data_root:
         raise ConfigError(f"{config_path}: no data.data_path and no --data given")
@@ -331,6 +334,7 @@ def _train(config, model_cfg: VQVAEConfig, cfg: VQVAETrainingConfig, ctx: Distri
         while step < cfg.max_steps:
             progress_frac = step / max(1, cfg.max_steps)
             if cfg.max_minutes > 0:
+                train_seconds = broadcast_from_main(train_seconds, ctx)
                 progress_frac = max(progress_frac, train_seconds / (cfg.max_minutes * 60))
                 if progress_frac >= 1.0:
                     break
@@ -364,10 +368,9 @@ def _train(config, model_cfg: VQVAEConfig, cfg: VQVAETrainingConfig, ctx: Distri
                 val = evaluate_frames(model, val_frames, device)
                 logger.log(step, val, kind="val")
                 bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}", val_psnr=f"{val['psnr']:.1f}")
-            if time.time() - last_checkpoint >= cfg.checkpoint_every_minutes * 60:
-                if ctx.is_main:
-                    _save_checkpoint(run_dir, model, optimizer, step, train_seconds)
-                barrier(ctx)
+            # Only rank 0 writes and nobody waits for it: the next gradient all-reduce synchronises anyway.
+            if ctx.is_main and time.time() - last_checkpoint >= cfg.checkpoint_every_minutes * 60:
+                _save_checkpoint(run_dir, model, optimizer, step, train_seconds)
                 last_checkpoint = time.time()
     finally:
         bar.close()
