@@ -29,7 +29,8 @@ def _cpu_seconds() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sequences", type=int, default=128)
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
@@ -49,8 +50,9 @@ def main() -> None:
               f"({per_thousand / 60:.1f} min; target < 5 min)")
         # CPU time is what the work costs when it has the cores to itself; wall time above also
         # counts waiting for cores that other processes hold.
-        print(f"           CPU time {cpu:.1f} s = {cpu / args.sequences * 1000:.0f} CPU-s per 1,000 sequences "
-              f"(= {cpu / args.sequences * 1000 / min(workers, os.cpu_count() or 1) / 60:.1f} min on "
+        per_thousand_cpu = cpu / args.sequences * 1000
+        print(f"           CPU time {cpu:.1f} s = {per_thousand_cpu:.0f} CPU-s per 1,000 sequences "
+              f"(= {per_thousand_cpu / min(workers, os.cpu_count() or 1) / 60:.1f} min on "
               f"{min(workers, os.cpu_count() or 1)} idle core(s))")
 
 

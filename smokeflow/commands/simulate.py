@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 
-HELP = "simulate smoke sequences and write them as <split>/<video>_frame_<NNNN>.png (+ statistics, contact sheet)"
+HELP = "simulate smoke sequences into <split>/<video>_frame_<NNNN>.png, with statistics and a contact sheet"
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="dataset folder to create (must be empty or absent)")
-    parser.add_argument("--train", type=int, default=2000, help="training sequences (default 2000)")
-    parser.add_argument("--val", type=int, default=200, help="validation sequences (default 200)")
-    parser.add_argument("--test", type=int, default=200, help="test sequences (default 200)")
-    parser.add_argument("--frames", type=int, default=20, help="frames per sequence (default 20)")
+    count = _int_at_least(0)
+    parser.add_argument("--train", type=count, default=2000, help="training sequences (default 2000)")
+    parser.add_argument("--val", type=count, default=200, help="validation sequences (default 200)")
+    parser.add_argument("--test", type=count, default=200, help="test sequences (default 200)")
+    parser.add_argument("--frames", type=_int_at_least(2), default=20,
+                        help="frames per sequence (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed; same seed, same data (default 0)")
-    parser.add_argument("--workers", type=int, default=1,
+    parser.add_argument("--workers", type=_int_at_least(1), default=1,
                         help="worker processes; results are identical for any number (default 1)")
     parser.add_argument("--force", action="store_true",
                         help="write into a non-empty --out, replacing earlier simulated frames there")
@@ -23,17 +39,13 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from smokeflow.data.dataset_stats import format_statistics
     from smokeflow.data.simulate import write_simulated_dataset
+    from smokeflow.errors import DataError
 
-    for name in ("train", "val", "test"):
-        if getattr(args, name) < 0:
-            raise SystemExit(f"smokeflow simulate: error: --{name} must be >= 0")
     if args.train + args.val + args.test == 0:
-        raise SystemExit("smokeflow simulate: error: nothing to simulate (all splits are 0)")
-    if args.frames < 2:
-        raise SystemExit("smokeflow simulate: error: --frames must be >= 2")
+        raise DataError(args.out, "nothing to simulate: --train, --val and --test are all 0")
     start = time.perf_counter()
     stats = write_simulated_dataset(args.out, train=args.train, val=args.val, test=args.test,
-                                    frames=args.frames, seed=args.seed, workers=max(1, args.workers),
+                                    frames=args.frames, seed=args.seed, workers=args.workers,
                                     force=args.force)
     seconds = time.perf_counter() - start
     total = args.train + args.val + args.test

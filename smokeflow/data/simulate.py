@@ -165,10 +165,11 @@ def write_simulated_dataset(out, train: int, val: int, test: int, frames: int, s
                             force: bool = False, size: int = 64, progress: bool = True) -> dict:
     """Simulate a dataset and write it in the users' layout.
 
-    Writes ``OUT/<split>/sim_<split>_<NNNNN>_frame_<NNNN>.png`` (uint8 RGB, lossless), ``OUT/<split>_files.txt``
-    for every split with at least one video, and ``OUT/contact_sheet.png`` (first training sequences as
-    rows). ``workers`` processes give results identical to one. Refuses a non-empty ``out`` unless
-    ``force`` (then only earlier simulated files are replaced; nothing else is deleted).
+    Writes ``OUT/<split>/sim_<split>_<NNNNN>_frame_<NNNN>.png`` (uint8 RGB, lossless),
+    ``OUT/<split>_files.txt`` for every split with at least one video, and ``OUT/contact_sheet.png``
+    (the first sequences of the first non-empty split as rows, frames as columns). ``workers``
+    processes give results identical to one. Refuses a non-empty ``out`` unless ``force`` (then only
+    earlier simulated files are replaced; nothing else is deleted).
 
     Returns the dataset statistics (see :func:`smokeflow.data.dataset_stats.smoke_dataset_statistics`)
     with an extra key ``contact_sheet`` (its path).

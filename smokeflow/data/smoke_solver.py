@@ -162,8 +162,8 @@ class SmokePhysics:
     buoyancy: upward acceleration per unit temperature; smoke_weight: downward acceleration per unit
     density; cooling: fraction of heat lost per unit time; dissipation: fraction of smoke lost per unit
     time; mixing: eddy diffusivity of smoke and heat (cells^2 per unit time; widens plumes the way
-    unresolved turbulence entrains air); confinement: vorticity confinement strength; drag: fraction of the velocity perturbation lost
-    per unit time (keeps old swirls from growing forever).
+    unresolved turbulence entrains air); confinement: vorticity confinement strength; drag: fraction
+    of the velocity perturbation lost per unit time (keeps old swirls from growing forever).
     """
 
     buoyancy: torch.Tensor
@@ -229,8 +229,10 @@ class SmokeSolver:
         # top-left corner: bilinear sampling at integer coordinates returns that value exactly.
         padded = F.pad(field, (0, 1, 0, 1), mode="replicate")
         corners = (padded[..., :-1, :-1], padded[..., 1:, :-1], padded[..., :-1, 1:], padded[..., 1:, 1:])
-        block_max = torch.maximum(torch.maximum(corners[0], corners[1]), torch.maximum(corners[2], corners[3]))
-        block_min = torch.minimum(torch.minimum(corners[0], corners[1]), torch.minimum(corners[2], corners[3]))
+        block_max = torch.maximum(torch.maximum(corners[0], corners[1]),
+                                  torch.maximum(corners[2], corners[3]))
+        block_min = torch.minimum(torch.minimum(corners[0], corners[1]),
+                                  torch.minimum(corners[2], corners[3]))
         x, y = departure
         corner_grid = self.sampler.grid(torch.floor(x).clamp(0, self.width - 1),
                                         torch.floor(y).clamp(0, self.height - 1))
