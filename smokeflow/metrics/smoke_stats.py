@@ -50,38 +50,59 @@ def intensity(frames) -> np.ndarray:
     return _check_frames(frames).astype(np.float64).mean(axis=-1) / 255.0
 
 
-def smoke_mass(frames) -> np.ndarray:
+def _spatial_statistics(frames: np.ndarray) -> dict[str, np.ndarray]:
+    """mass, area, centroid_x, centroid_y, sharpness of uint8 [M, H, W, 3] (intensity and mask computed
+    once for all five)."""
+    values = frames.astype(np.float64).mean(axis=-1) / 255.0  # intensity [M, H, W]
+    mask = smoke_mask(frames)
+    height, width = values.shape[-2:]
+    weight = values * mask
+    total = weight.sum(axis=(-2, -1))
+    count = mask.sum(axis=(-2, -1))
+    grad_y, grad_x = np.gradient(values * 255.0, axis=(-2, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x = (weight.sum(axis=-2) @ np.arange(width)) / total
+        y = (weight.sum(axis=-1) @ np.arange(height)) / total
+        mean_square = np.sum((grad_x**2 + grad_y**2) * mask, axis=(-2, -1)) / count
+    return {
+        "mass": total,
+        "area": count / (height * width),
+        "centroid_x": np.where(total > 0, x, np.nan),
+        "centroid_y": np.where(total > 0, y, np.nan),
+        "sharpness": np.where(count > 0, np.sqrt(mean_square), np.nan),
+    }
+
+
+# Frames per chunk: bounds the float64 temporaries (~10 per frame) for thousands of frames.
+_CHUNK = 512
+
+
+def _spatial(frames) -> dict[str, np.ndarray]:
+    """:func:`_spatial_statistics` for any leading dims [..., H, W, 3] -> {name: [...]}, chunked."""
     frames = _check_frames(frames)
-    return np.sum(intensity(frames) * smoke_mask(frames), axis=(-2, -1))
+    leading = frames.shape[:-3]
+    flat = frames.reshape(-1, *frames.shape[-3:])
+    parts = [_spatial_statistics(flat[i : i + _CHUNK]) for i in range(0, max(flat.shape[0], 1), _CHUNK)]
+    return {k: np.concatenate([p[k] for p in parts]).reshape(leading) for k in parts[0]}
+
+
+def smoke_mass(frames) -> np.ndarray:
+    return _spatial(frames)["mass"]
 
 
 def smoke_area(frames) -> np.ndarray:
-    return np.mean(smoke_mask(_check_frames(frames)), axis=(-2, -1))
+    return _spatial(frames)["area"]
 
 
 def smoke_centroid(frames) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) intensity-weighted centroid of smoke pixels, each float64 [...]; NaN without smoke."""
-    frames = _check_frames(frames)
-    weight = intensity(frames) * smoke_mask(frames)  # [..., H, W]
-    height, width = weight.shape[-2:]
-    total = weight.sum(axis=(-2, -1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        x = np.sum(weight * np.arange(width), axis=(-2, -1)) / total
-        y = np.sum(weight * np.arange(height)[:, None], axis=(-2, -1)) / total
-    return np.where(total > 0, x, np.nan), np.where(total > 0, y, np.nan)
+    stats = _spatial(frames)
+    return stats["centroid_x"], stats["centroid_y"]
 
 
 def smoke_sharpness(frames) -> np.ndarray:
     """RMS |grad intensity| (0-255 units per pixel) over smoke pixels; NaN without smoke."""
-    frames = _check_frames(frames)
-    values = intensity(frames) * 255.0
-    grad_y, grad_x = np.gradient(values, axis=(-2, -1))
-    squared_magnitude = grad_x**2 + grad_y**2
-    mask = smoke_mask(frames)
-    count = mask.sum(axis=(-2, -1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_square = np.sum(squared_magnitude * mask, axis=(-2, -1)) / count
-    return np.where(count > 0, np.sqrt(mean_square), np.nan)
+    return _spatial(frames)["sharpness"]
 
 
 def frame_change(frames, previous=None) -> np.ndarray:
@@ -108,13 +129,6 @@ def smoke_statistics(frames, previous=None) -> dict[str, np.ndarray]:
 
     ``previous`` is the frame before the first one (for ``change``), e.g. the last observed frame.
     """
-    frames = _check_frames(frames)
-    centroid_x, centroid_y = smoke_centroid(frames)
-    return {
-        "mass": smoke_mass(frames),
-        "area": smoke_area(frames),
-        "centroid_x": centroid_x,
-        "centroid_y": centroid_y,
-        "sharpness": smoke_sharpness(frames),
-        "change": frame_change(frames, previous),
-    }
+    stats = _spatial(frames)
+    stats["change"] = frame_change(frames, previous)
+    return {name: stats[name] for name in STATISTICS}
