@@ -134,3 +134,9 @@ def test_wandb_without_the_package_is_a_clear_error(latent_data, tmp_path, capsy
                      "--max-steps", "1"])
     assert code == 2
     assert "wandb" in capsys.readouterr().err
+
+
+def test_time_limit_stops_after_a_checkpoint(latent_data, tmp_path):
+    run_dir, _ = _train(str(tmp_path), latent_data, "timed", max_minutes=0.0)
+    assert torch.load(os.path.join(run_dir, "train_state.pt"), weights_only=True)["step"] == 1
+    assert os.path.isfile(os.path.join(run_dir, "flow.safetensors"))

@@ -23,6 +23,8 @@ def add_arguments(parser) -> None:
                         "(default: data.data_path of the config)")
     parser.add_argument("--vqvae-checkpoint", default=None,
                         help="VQVAE folder whose files are copied into the run (default: <data>/VQVAE_READY)")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="stop (after a checkpoint) after this many minutes; continue later with --resume")
     parser.add_argument("--runs-dir", default="runs", help="folder that holds run folders")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -32,7 +34,8 @@ def _command_line(args) -> list[str]:
     argv = ["train", "--run-name", args.run_name, "--config", args.config, "--random-seed", str(args.random_seed),
             "--runs-dir", args.runs_dir]
     for flag, value in (("--device", args.device), ("--max-steps", args.max_steps), ("--data", args.data),
-                        ("--vqvae-checkpoint", args.vqvae_checkpoint)):
+                        ("--vqvae-checkpoint", args.vqvae_checkpoint),
+                        ("--max-minutes", args.max_minutes)):
         if value is not None:
             argv += [flag, str(value)]
     for flag, on in (("--wandb", args.wandb), ("--resume", args.resume), ("--no-progress", args.no_progress)):
@@ -59,7 +62,8 @@ def run(args) -> int:
     data_root = args.data or config.get("data", {}).get("data_path", "final_dataset")
     metrics = train_flow(run_dir, config, data_root, seed=args.random_seed, device=device,
                          max_steps=args.max_steps, resume=args.resume, vqvae_checkpoint=args.vqvae_checkpoint,
-                         use_wandb=args.wandb, show_progress=not args.no_progress)
+                         use_wandb=args.wandb, show_progress=not args.no_progress,
+                         max_minutes=args.max_minutes)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"smokeflow train: run folder {run_dir}; last metrics {metrics}")
     return 0

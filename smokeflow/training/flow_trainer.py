@@ -242,16 +242,28 @@ def _gather_floats(value: float, world_size: int) -> list[float]:
     return [float(v) for v in gathered]
 
 
+def _all_ranks_agree(flag: bool, world_size: int) -> bool:
+    """True when ``flag`` is true on any rank (so all ranks stop together)."""
+    if world_size == 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0])
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item())
+
+
 # --- the loop -------------------------------------------------------------------------------------------------
 def train_flow(run_dir: str, config: dict, data_root: str, seed: int = 0, device: str = "cpu",
                max_steps: int | None = None, resume: bool = False, vqvae_checkpoint: str | None = None,
-               use_wandb: bool = False, show_progress: bool = True, stop_after_step: int | None = None) -> dict:
+               use_wandb: bool = False, show_progress: bool = True, stop_after_step: int | None = None,
+               max_minutes: float | None = None) -> dict:
     """Train (or resume) the flow model into ``run_dir``. ``config`` holds all sections (data, flow,
     flow_training); ``data_root`` the dataset whose latent cache is read. Returns the last logged metrics.
 
     ``stop_after_step`` ends the process right after that step (and its checkpoint, if one is due) as if it
-    had been killed there: the schedule still runs to ``max_steps`` when resumed.
+    had been killed there: the schedule still runs to ``max_steps`` when resumed. ``max_minutes`` stops
+    (after a checkpoint) once that much wall time has passed in this process; --resume continues.
     """
+    started = time.perf_counter()
     from tqdm import tqdm
 
     from smokeflow.data.latent_cache import LatentClipDataset
@@ -403,6 +415,13 @@ def train_flow(run_dir: str, config: dict, data_root: str, seed: int = 0, device
                                  val_set.video_latents(0)[:frames_per_sample].to(device), train_config.sample_steps)
             model.train()
         if stop_after_step is not None and done >= stop_after_step:
+            break
+        if max_minutes is not None and _all_ranks_agree(time.perf_counter() - started > 60 * max_minutes,
+                                                         world_size):
+            if done % train_config.checkpoint_every:
+                save(done)
+            if is_main:
+                print(f"smokeflow train: stopped after {max_minutes} minutes at step {done} (resume with --resume)")
             break
     bar.close()
     if world_size > 1:
