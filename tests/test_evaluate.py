@@ -250,3 +250,54 @@ def test_cli_reports_bad_arguments_and_missing_checkpoint(dataset, tmp_path, cap
     assert main(["evaluate", "--data", str(dataset), "--warm-start", "1.0"]) == 2
     assert main(["evaluate", "--data", str(tmp_path / "nowhere"), "--checkpoint", str(tmp_path)]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A tiny trained checkpoint (VQVAE + 2 flow steps), made with the real trainers on simulated data."""
+    from vqvae_helpers import TINY_CONFIG, tiny_checkpoint, tiny_dataset
+
+    from smokeflow.config import load_config
+    from smokeflow.data.latent_cache import build_latent_cache
+    from smokeflow.training.flow_trainer import train_flow
+
+    base = str(tmp_path_factory.getbasetemp())
+    root = tiny_dataset(base)
+    vqvae = tiny_checkpoint(base, root)
+    run_dir = os.path.join(base, "evaluate_run")
+    if not os.path.isfile(os.path.join(run_dir, "flow.safetensors")):
+        for split in ("train", "val"):
+            build_latent_cache(vqvae, root, split, progress=False)
+        config = load_config(TINY_CONFIG)
+        config["flow_training"]["sample_every"] = 1000
+        train_flow(run_dir, config, root, seed=0, vqvae_checkpoint=vqvae, max_steps=2, show_progress=False)
+    return run_dir, root
+
+
+def test_cli_end_to_end_with_a_tiny_trained_checkpoint(tiny_run, tmp_path, capsys):
+    from smokeflow.cli import main
+
+    run_dir, root = tiny_run
+    common = ["evaluate", "--checkpoint", run_dir, "--data", root, "--split", "test", "--num-frames", "3",
+              "--no-fvd-download", "--no-progress", "--seed", "3"]
+    json_path, html_path = tmp_path / "eval.json", tmp_path / "eval.html"
+    assert main([*common, "--steps", "2", "--solver", "heun", "--warm-start", "0.1", "--num-samples", "2",
+                 "--json", str(json_path), "--html", str(html_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "model (heun N=2 s=0.1)" in printed and "copy_last_frame" in printed and "finished in" in printed
+    report = json.loads(json_path.read_text())
+    validate_report(report)
+    model = report["predictors"]["model"]
+    assert model["nfe_per_frame"] == 4  # heun: 2 evaluations per step
+    assert model["settings"] == {"predictor": "model", "steps": 2, "solver": "heun", "warm_start": 0.1,
+                                 "context_policy": "per_call"}
+    assert report["settings"]["seed"] == 3 and report["protocol"]["num_samples"] == 2
+    assert html_path.read_text().count("plotly") > 0
+
+    csv_path = tmp_path / "sweep.csv"
+    assert main([*common, "--sweep", "steps=1,2", "solver=euler", "--csv", str(csv_path)]) == 0
+    with open(csv_path) as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["predictor"], r["steps"]) for r in rows] == [
+        ("copy_last_frame", ""), ("linear_latent_extrapolation", ""), ("model", "1"), ("model", "2")]
+    assert [float(r["nfe_per_frame"]) for r in rows[2:]] == [1.0, 2.0]
