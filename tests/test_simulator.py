@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from smokeflow.data.dataset_stats import smoke_dataset_statistics
+from smokeflow.data.dataset_stats import format_statistics, per_sequence_statistics, smoke_dataset_statistics
 from smokeflow.data.simulate import simulate_indices, simulate_sequences
 from smokeflow.data.smoke_solver import (
     SmokeForcing, SmokePhysics, SmokeSolver, forward_divergence, project_divergence_free,
@@ -105,3 +105,37 @@ def test_statistics_of_a_small_generated_set_are_plausible():
     assert stats["smoke_rgb"]["b"]["mean"] >= stats["smoke_rgb"]["r"]["mean"]
     assert 0.05 < stats["frame_change"]["p50"] < 20
     assert 0.2 <= stats["touches_edge_fraction"] <= 1.0
+
+
+def test_dataset_statistics_on_known_frames():
+    frames = np.zeros((2, 3, 10, 10, 3), dtype=np.uint8)
+    # Sequence 0: a 2x5 patch of (20,40,80) in the middle, moving right by one pixel per frame.
+    for t in range(3):
+        frames[0, t, 4:6, 2 + t:7 + t] = (20, 40, 80)
+    # Sequence 1: a dim pixel below the threshold, plus smoke along the left edge in the last frame.
+    frames[1, :, 5, 5] = (5, 5, 10)
+    frames[1, 2, 0:4, 0] = (100, 100, 100)
+    per_sequence = per_sequence_statistics(frames)
+    np.testing.assert_allclose(per_sequence["smoke_fraction"], [10 / 100, 4 / 300])
+    np.testing.assert_allclose(per_sequence["smoke_rgb"], [[20, 40, 80], [100, 100, 100]])
+    # Each move changes 2x2 pixels (one column leaves, one enters) by the colour.
+    moved = 2 * 2 * (20 + 40 + 80) / (10 * 10 * 3)
+    appeared = 4 * 300 / (10 * 10 * 3)
+    np.testing.assert_allclose(per_sequence["frame_change"], [moved, appeared / 2])
+    assert per_sequence["touches_edge"].tolist() == [False, True]
+    table = format_statistics(smoke_dataset_statistics(frames))
+    assert "smoke pixels, % of frame" in table and "touches an edge: 50 %" in table
+
+
+def test_smoke_leaving_the_side_is_absorbed_not_wrapped_round():
+    size = 64
+    solver = SmokeSolver(1, size, size, sponge_top=8, sponge_sides=8)
+    y, x = torch.meshgrid(torch.arange(size.__float__()), torch.arange(size.__float__()), indexing="ij")
+    solver.density = torch.exp(-((x - 40) ** 2 + (y - 32) ** 2) / 18.0).view(1, 1, size, size)
+    start_mass = solver.density.sum().item()
+    forcing = _calm_forcing(1, size)
+    forcing.wind_x = torch.full((1, 1, size, 1), 1.0)
+    for _ in range(60):
+        solver.step(torch.ones(1, 1, 1, 1), forcing, _physics(1, buoyancy=0.0))
+    assert solver.density.sum().item() < 0.05 * start_mass
+    assert solver.density[..., :, 8:40].max().item() < 1e-3, "smoke came back in from the other side"
