@@ -141,6 +141,8 @@ def test_evaluation_numbers_match_an_independent_computation(evaluated):
     stats = report["predictors"]["copy_last_frame"]["smoke_statistics"]
     assert stats["change"]["prediction"] == [0.0] * 5 and min(stats["change"]["ground_truth"]) > 0
     assert stats["change_ratio"] == 0.0  # copy-last never moves, not even away from the observed frame
+    # The codec here is lossless, so the reconstruction ceiling is "identical" (the PSNR cap).
+    assert report["reconstruction"]["metrics"]["psnr"]["mean"] == 100.0
 
 
 def test_unavailable_metrics_are_reported_not_faked(evaluated):
@@ -167,6 +169,7 @@ def test_reports_are_written_and_read_back(evaluated, tmp_path):
     html_path = write_html_report(report, tmp_path / "out.html")
     text = open(html_path).read()
     assert "plotly" in text.lower() and "copy_last_frame" in text
+    assert text.count("<img src='data:image/png;base64,") == 4 * 4  # 4 videos x (truth + 3 predictors)
     table = format_table(report)
     assert "model" in table and "FVD unavailable" in table and PROXY_NAME in table
     # Never overwrite a file that is not ours.
@@ -181,7 +184,9 @@ def test_reports_are_written_and_read_back(evaluated, tmp_path):
 
 def test_validate_report_rejects_a_broken_report(evaluated):
     _, report = evaluated
-    broken = json.loads(json.dumps(report, default=float))
+    from smokeflow.metrics.report import to_json_safe
+
+    broken = to_json_safe(report)  # a deep copy without the in-memory example frames
     broken["predictors"]["model"]["metrics"]["psnr"]["single"]["per_frame"].pop()
     with pytest.raises(ValueError, match="per_frame"):
         validate_report(broken)

@@ -232,10 +232,17 @@ def summarise_metric(values: np.ndarray, higher_is_better: bool, num_samples: in
         }
 
 
-def summarise_smoke_statistics(frames: np.ndarray, videos: EvaluationVideos) -> dict:
-    """Per-frame smoke statistics of predictions (mean over videos and samples) and of ground truth."""
+def summarise_smoke_statistics(frames: np.ndarray, videos: EvaluationVideos,
+                               last_observed_decoded: np.ndarray | None = None) -> dict:
+    """Per-frame smoke statistics of predictions (mean over videos and samples) and of ground truth.
+
+    The change of the first predicted frame is measured against ``last_observed_decoded`` (the codec's
+    reconstruction of the last observed frame, uint8 [N, H, W, 3]) when given, so that reconstruction error
+    is not counted as motion (copy-last then has change 0); the ground truth's against the real frame.
+    """
     last_observed = videos.observed[:, -1]  # [N, H, W, 3]
-    predicted = smoke_statistics(frames, previous=last_observed[:, None])  # each [N, K, F]
+    previous = last_observed if last_observed_decoded is None else last_observed_decoded
+    predicted = smoke_statistics(frames, previous=previous[:, None])  # each [N, K, F]
     truth = smoke_statistics(videos.targets, previous=last_observed)  # each [N, F]
     out = {}
     with _quiet_nan_warnings():
@@ -310,8 +317,14 @@ def evaluate_predictor(
     lpips_model=None,
     video_metrics: VideoMetricContext | None = None,
     progress: bool = True,
+    last_observed_decoded: np.ndarray | None = None,
+    num_examples: int = 4,
 ) -> dict:
-    """Roll out, decode and score one predictor over all videos; returns its JSON-ready section."""
+    """Roll out, decode and score one predictor over all videos; returns its JSON-ready section.
+
+    ``_example_frames`` (sample 0 of the first ``num_examples`` videos, uint8 [n, F, H, W, 3]) is kept for
+    the HTML report; keys starting with "_" are not written to JSON.
+    """
     num_frames = videos.targets.shape[1]
     rollouts = rollout_predictor(predictor, observed_latents, codec, num_frames, num_samples, seed, progress)
     start = time.perf_counter()
@@ -330,7 +343,8 @@ def evaluate_predictor(
         "rollout_seconds": rollouts.rollout_seconds,
         "decode_seconds": rollouts.decode_seconds,
         "metrics": metrics,
-        "smoke_statistics": summarise_smoke_statistics(rollouts.frames, videos),
+        "smoke_statistics": summarise_smoke_statistics(rollouts.frames, videos, last_observed_decoded),
+        "_example_frames": rollouts.frames[:num_examples, 0],
     }
     if video_metrics is not None:
         sample0 = rollouts.frames[:, 0]
@@ -338,6 +352,24 @@ def evaluate_predictor(
         section["fd_vqvae_features"] = video_metrics.proxy(sample0)
     section["scoring_seconds"] = time.perf_counter() - start
     return section
+
+
+@torch.no_grad()
+def decode_last_observed(codec, observed_latents: list[torch.Tensor]) -> np.ndarray:
+    """The codec's reconstruction of each video's last observed frame: uint8 [N, H, W, 3]."""
+    return np.stack([np.asarray(codec.decode(z_obs[-1:]))[0] for z_obs in observed_latents])
+
+
+@torch.no_grad()
+def reconstruction_reference(codec, videos: EvaluationVideos, lpips_model=None) -> dict:
+    """Metrics of decode(encode(true future frames)) against the true frames: what a perfect latent
+    prediction would score through this VQVAE (a ceiling for the model's single-sample numbers)."""
+    reconstructed = np.stack([np.asarray(codec.decode(codec.encode(target))) for target in videos.targets])
+    scores = score_rollouts(reconstructed[:, None], videos.targets, lpips_model)
+    with _quiet_nan_warnings():
+        metrics = {name: {"mean": _finite_or_none(np.nanmean(v)), "per_frame": _curve(v[:, 0])} for name, v in scores.items()}
+    return {"description": "VQVAE reconstruction of the true future frames (encode then decode): a ceiling, "
+                           "not a predictor", "metrics": metrics}
 
 
 def default_baselines() -> list[LatentPredictor]:
@@ -389,11 +421,14 @@ def evaluate(
     available = _availability(lpips_availability, i3d_availability)
     lpips_model = lpips_availability.model if available["lpips"]["available"] else None
     context = VideoMetricContext(videos, codec, i3d_availability)
+    last_observed_decoded = decode_last_observed(codec, observed_latents)
     sections = {}
     for predictor in predictors:
         sections[predictor.name] = evaluate_predictor(
-            predictor, observed_latents, videos, codec, num_samples, seed, lpips_model, context, progress
+            predictor, observed_latents, videos, codec, num_samples, seed, lpips_model, context, progress,
+            last_observed_decoded,
         )
+    reconstruction = reconstruction_reference(codec, videos, lpips_model)
     total_seconds = time.perf_counter() - start
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
@@ -403,6 +438,8 @@ def evaluate(
         "protocol": protocol_section(videos, num_samples, seed),
         "metrics_available": available,
         "predictors": sections,
+        "reconstruction": reconstruction,
+        "_examples": {"names": videos.names[:4], "observed": videos.observed[:4, -1], "ground_truth": videos.targets[:4]},
         "timing": {
             "total_seconds": total_seconds,
             "encode_seconds": encode_seconds,
@@ -561,6 +598,7 @@ def run_sweep(
     if lpips_availability is not None and lpips_availability.available and lpips_availability.reference_weights:
         lpips_model = lpips_availability.model
     observed_latents = encode_observations(codec, videos)
+    last_observed_decoded = decode_last_observed(codec, observed_latents)
     context = VideoMetricContext(videos, codec, None)
     protocol = {k: protocol.get(k, "") for k in SWEEP_PROTOCOL_COLUMNS}
     jobs = [(b.name, {}, lambda b=b: b) for b in (default_baselines() if baselines is None else baselines)]
@@ -575,7 +613,7 @@ def run_sweep(
         bar.set_postfix_str(" ".join(f"{k}={v}" for k, v in combo.items()) or name)
         predictor = make()
         section = evaluate_predictor(predictor, observed_latents, videos, codec, num_samples, seed,
-                                     lpips_model, context, progress=False)
+                                     lpips_model, context, progress=False, last_observed_decoded=last_observed_decoded)
         row = sweep_row(name, combo, protocol, section)
         _append_row(csv_path, row)
         rows.append(row)

@@ -20,8 +20,12 @@ JSON schema (``schema_version`` 1; every float that is NaN/inf is written as nul
                                     "change_ratio": float},
                "fvd": {"value" | null, "reason", "protocol": {...}},
                "fd_vqvae_features": {"name", "note", "value", "clips"}}},
+      "reconstruction": {"description", "metrics": {metric: {"mean", "per_frame": [F]}}},
       "timing": {"total_seconds", "encode_seconds", "per_predictor_seconds": {name: s}}
     }
+
+``reconstruction`` scores decode(encode(true future frames)): what a perfect latent prediction would get
+through this VQVAE - a ceiling for context, not a predictor.
 
 Metric keys are ``psnr, psnr_smoke, ssim, mse`` and ``lpips`` (only when the reference AlexNet weights are
 present). :func:`validate_report` checks this structure (used by the tests and before writing).
@@ -46,9 +50,10 @@ METRIC_LABELS = {"psnr": "PSNR (dB)", "psnr_smoke": "smoke PSNR (dB)", "ssim": "
 
 # ------------------------------------------------------------------------------------------------ JSON
 def to_json_safe(value):
-    """Numpy scalars/arrays -> Python; NaN and inf -> None (JSON has neither)."""
+    """Numpy scalars/arrays -> Python; NaN and inf -> None (JSON has neither). Keys starting with "_"
+    (in-memory extras such as example frames for the HTML report) are dropped."""
     if isinstance(value, dict):
-        return {str(k): to_json_safe(v) for k, v in value.items()}
+        return {str(k): to_json_safe(v) for k, v in value.items() if not str(k).startswith("_")}
     if isinstance(value, (list, tuple)):
         return [to_json_safe(v) for v in value]
     if isinstance(value, np.ndarray):
@@ -207,6 +212,12 @@ def format_table(report: dict) -> str:
         note = next(iter(report["predictors"].values()))["fd_vqvae_features"]
         lines.append(f"{note['name']} (NOT FVD, not comparable to published FVD): "
                      + ", ".join(f"{n} {_fmt(v, 2)}" for n, v in proxies.items()))
+    reconstruction = report.get("reconstruction")
+    if reconstruction:
+        m = reconstruction["metrics"]
+        lines.append(f"ceiling - VQVAE reconstruction of the true future frames: PSNR {_fmt(m['psnr']['mean'])}, "
+                     f"SSIM {_fmt(m['ssim']['mean'], 4)}, smoke PSNR {_fmt(m['psnr_smoke']['mean'])}"
+                     + (f", LPIPS {_fmt(m['lpips']['mean'], 4)}" if "lpips" in m else ""))
     timing = report["timing"]
     lines.append(f"evaluation time: {timing['total_seconds']:.1f} s")
     return "\n".join(lines)
@@ -235,8 +246,13 @@ def _metric_figure(report: dict, metric: str):
             figure.add_trace(go.Scatter(x=frames, y=entry[view]["per_frame"], mode="lines+markers",
                                         name=f"{predictor_label(name, section)} {'' if section['deterministic'] else view}",
                                         line={"dash": dashes[view]}))
+    reconstruction = (report.get("reconstruction") or {}).get("metrics", {}).get(metric)
+    if reconstruction:
+        figure.add_trace(go.Scatter(x=frames, y=reconstruction["per_frame"], mode="lines", name="VQVAE reconstruction (ceiling)",
+                                    line={"color": "gray", "dash": "dashdot"}))
     figure.update_layout(title=f"{METRIC_LABELS[metric]} per predicted frame", xaxis_title="predicted frame",
                          yaxis_title=METRIC_LABELS[metric], height=380, margin={"t": 50, "b": 40})
+    figure.update_xaxes(dtick=1)
     return figure
 
 
@@ -253,12 +269,47 @@ def _smoke_figure(report: dict, stat: str):
                                     name=predictor_label(name, section)))
     figure.update_layout(title=f"{stat}: {first['description']}", xaxis_title="predicted frame", height=340,
                          margin={"t": 50, "b": 40})
+    figure.update_xaxes(dtick=1)
     return figure
+
+
+def _png_data_uri(image: np.ndarray) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _examples_html(report: dict) -> str:
+    """Image strips: for each example video, the last observed frame then the F frames, for ground truth
+    and sample 0 of every predictor (2x nearest-neighbour upscaled so 64x64 frames are visible)."""
+    examples = report.get("_examples")
+    if not examples:
+        return ""
+    rows = [("ground truth", examples["ground_truth"])]
+    rows += [(predictor_label(n, s), s["_example_frames"]) for n, s in report["predictors"].items() if "_example_frames" in s]
+    parts = ["<h2>Example rollouts (sample 0)</h2><p class='note'>Each strip: last observed frame, then the "
+             "predicted frames.</p>"]
+    for index, name in enumerate(examples["names"]):
+        parts.append(f"<h3>{html.escape(str(name))}</h3><table>")
+        for label, frames in rows:
+            if index >= len(frames):
+                continue
+            strip = np.concatenate([examples["observed"][index], *frames[index]], axis=1)  # [H, (1+F)*W, 3]
+            strip = strip.repeat(2, axis=0).repeat(2, axis=1)
+            parts.append(f"<tr><td class='label'>{html.escape(label)}</td><td><img src='{_png_data_uri(strip)}'></td></tr>")
+        parts.append("</table>")
+    return "\n".join(parts)
 
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #222; }
-pre { background: #f4f4f4; padding: 12px; overflow-x: auto; }
+pre { background: #f4f4f4; padding: 12px; overflow-x: auto; white-space: pre-wrap; }
+td.label { padding-right: 12px; font-size: 13px; white-space: nowrap; }
 .note { color: #555; }
 h2 { margin-top: 32px; }
 """
@@ -267,6 +318,7 @@ h2 { margin-top: 32px; }
 def write_html_report(report: dict, path: str | os.PathLike) -> str:
     """HTML with the table, the protocol, per-frame metric curves and smoke statistics (plotly)."""
     path = os.fspath(path)
+    examples_html = _examples_html(report)
     report = to_json_safe(report)
     validate_report(report)
     _check_overwritable(path, "html")
@@ -280,6 +332,7 @@ def write_html_report(report: dict, path: str | os.PathLike) -> str:
         if any(metric in s["metrics"] for s in report["predictors"].values()):
             parts.append(_figure_html(_metric_figure(report, metric), include_js))
             include_js = False
+    parts.append(examples_html)
     parts.append("<h2>Smoke statistics (prediction vs ground truth)</h2>"
                  "<p class='note'>Does the rollout move, fade, spread or blur? Predictions are averaged over "
                  "videos and samples.</p>")
