@@ -89,18 +89,27 @@ def test_i3d_loading_mechanics_and_features(tmp_path):
     # BatchNorm step counters too) and the feature shapes; no number from it is called FVD.
     torch.manual_seed(0)
     source = InceptionI3d()
-    state = {k: v for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")}
     path = tmp_path / I3D_FILENAME
+    assert sum(p.numel() for p in source.parameters()) == 12_697_264  # Inception-v1 I3D, 400 classes
+    # Give BatchNorm non-trivial statistics, so that loading and folding them is really tested.
+    with torch.no_grad():
+        for module in source.modules():
+            if isinstance(module, torch.nn.BatchNorm3d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.1, 0.1)
+    state = {k: v for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")}
     torch.save(state, path)
     result = load_i3d(path)
     assert result.available and result.reason == ""
-    loaded = result.model.state_dict()
-    assert all(torch.equal(loaded[k], v) for k, v in state.items())
-    assert sum(p.numel() for p in result.model.parameters()) == 12_697_264  # Inception-v1 I3D, 400 classes
 
     clips = np.random.default_rng(0).integers(0, 256, size=(1, 9, 64, 64, 3), dtype=np.uint8)
     features = i3d_features(result.model, clips)
     assert features.shape == (1, 400) and features.dtype == np.float64 and np.isfinite(features).all()
+    # The loaded (BatchNorm-folded) network computes what the saved network computes.
+    expected = i3d_features(source.eval(), clips)
+    np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     with pytest.raises(ValueError):
         i3d_features(result.model, clips[:, :8])  # I3D needs >= 9 frames
 

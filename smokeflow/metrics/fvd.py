@@ -138,7 +138,8 @@ def load_i3d(
         model.load_state_dict(state, strict=False)
     except RuntimeError as err:
         return I3DAvailability(None, f"FVD unavailable: {path} does not fit I3D ({err}); {unavailable_fix()}", path)
-    model.eval().to(device)
+    # Inference only: folding BatchNorm into the convolutions gives the same features, faster.
+    model.eval().fold_batch_norm().to(device)
     for param in model.parameters():
         param.requires_grad_(False)
     return I3DAvailability(model, "", path)

@@ -35,8 +35,11 @@ def _pad_same(x: torch.Tensor, kernel: tuple[int, int, int], stride: tuple[int, 
     t_pad = _same_padding(x.shape[2], kernel[0], stride[0])
     h_pad = _same_padding(x.shape[3], kernel[1], stride[1])
     w_pad = _same_padding(x.shape[4], kernel[2], stride[2])
-    # F.pad takes the last axis first. Zero padding (also before max pooling, as the converted model does).
-    return F.pad(x, (*w_pad, *h_pad, *t_pad))
+    padding = (*w_pad, *h_pad, *t_pad)  # F.pad takes the last axis first
+    if not any(padding):  # 1x1x1 convolutions: F.pad would still copy the whole tensor
+        return x
+    # Zero padding (also before max pooling, as the converted model does).
+    return F.pad(x, padding)
 
 
 class MaxPool3dSame(nn.Module):
@@ -72,7 +75,21 @@ class Unit3D(nn.Module):
         x = self.conv3d(_pad_same(x, self.kernel, self.stride))
         if self.bn is not None:
             x = self.bn(x)
-        return F.relu(x) if self.relu else x
+        return F.relu(x, inplace=True) if self.relu else x
+
+    @torch.no_grad()
+    def fold_batch_norm(self) -> None:
+        """Fold the (eval-mode) BatchNorm into the convolution: same outputs, one pass less.
+        For inference only; the folded module no longer has ``bn`` parameters to load or train."""
+        if self.bn is None:
+            return
+        scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)  # [C_out]
+        conv = self.conv3d
+        folded = nn.Conv3d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, padding=0, bias=True)
+        folded.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1, 1))
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
+        folded.bias.copy_(self.bn.bias + (bias - self.bn.running_mean) * scale)
+        self.conv3d, self.bn = folded.to(conv.weight.device), None
 
 
 class InceptionBlock(nn.Module):
@@ -136,6 +153,13 @@ class InceptionI3d(nn.Module):
         # Average over 2 time steps x the 7x7 map left from a 224x224 input, then a 1x1x1 conv classifier.
         self.avg_pool = nn.AvgPool3d(kernel_size=(2, 7, 7), stride=(1, 1, 1))
         self.logits = Unit3D(384 + 384 + 128 + 128, num_classes, batch_norm=False, relu=False, bias=True)
+
+    def fold_batch_norm(self) -> "InceptionI3d":
+        """Fold every BatchNorm into its convolution (inference only; call after loading weights)."""
+        for module in self.modules():
+            if isinstance(module, Unit3D):
+                module.fold_batch_norm()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 5 or x.shape[1] != 3 or x.shape[2] < MIN_FRAMES:
