@@ -71,7 +71,8 @@ def test_cache_rebuilt_when_data_or_checkpoint_change(setup, tmp_path):
     frame = np.asarray(Image.open(path)).astype(np.int32)
     Image.fromarray(np.clip(frame + 80, 0, 255).astype(np.uint8)).save(path)
     info = build_latent_cache(checkpoint, data, "test", progress=False)
-    assert info.rebuilt and info.reason == "the data changed"
+    assert info.rebuilt and info.reason.startswith("the data changed")
+    assert "6 frames of unchanged videos reused" in info.reason  # only the changed video was re-encoded
     new = LatentClipDataset(data, "test", 6, windows="all")[0]
     assert not torch.allclose(old[2], new[2]) and torch.allclose(old[0], new[0])
 
@@ -84,7 +85,7 @@ def test_cache_rebuilt_when_data_or_checkpoint_change(setup, tmp_path):
     stats.std.mul_(2.0)
     save_latent_stats(stats, os.path.join(other, "latent_stats.safetensors"))
     info = build_latent_cache(other, data, "test", progress=False)
-    assert info.rebuilt and info.reason == "the VQVAE checkpoint changed"
+    assert info.rebuilt and info.reason == "the VQVAE checkpoint changed"  # nothing reusable
     assert torch.allclose(LatentClipDataset(data, "test", 6, windows="all")[0], new / 2.0, atol=2e-2)
 
 
