@@ -27,6 +27,7 @@ The codec is anything with ``encode(frames uint8 [T, H, W, 3]) -> float tensor [
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import datetime
@@ -34,6 +35,7 @@ import itertools
 import math
 import os
 import time
+import warnings
 from typing import Callable, Iterable
 
 import numpy as np
@@ -187,22 +189,16 @@ def _finite_or_none(value):
 
 def _curve(values: np.ndarray) -> list:
     """[N, F] -> per-frame mean over videos (NaN-aware) as a JSON list (None where undefined)."""
-    with np.errstate(invalid="ignore"), _quiet_nan_warnings():
+    with _quiet_nan_warnings():
         return [_finite_or_none(v) for v in np.nanmean(values, axis=0)]
 
 
-class _quiet_nan_warnings:
-    """nanmean of an all-NaN slice warns; an all-NaN slice is reported as None, which is the message."""
-
-    def __enter__(self):
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
+@contextlib.contextmanager
+def _quiet_nan_warnings():
+    """nanmean of an all-NaN slice warns; such a slice is reported as None, which says it already."""
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc)
+        yield
 
 
 def summarise_metric(values: np.ndarray, higher_is_better: bool, num_samples: int) -> dict:
@@ -469,6 +465,8 @@ def protocol_section(videos: EvaluationVideos, num_samples: int, seed: int) -> d
             "best_of_k": "per video, the sample with the best frame-averaged value of that metric",
         },
         "scored_frames": "only the predicted frames (the observed frames are not scored)",
+        "averaging": "means are over videos and predicted frames of per-frame values (PSNR averaged in dB, "
+                     "as OpenSTL does); per_frame curves average over videos",
     }
 
 
