@@ -257,6 +257,20 @@ def test_cli_reports_bad_arguments_and_missing_checkpoint(dataset, tmp_path, cap
     assert "nowhere" in capsys.readouterr().err
 
 
+def test_cli_choices_match_the_flow_module():
+    from smokeflow.commands import evaluate as command
+    from smokeflow.flow.sampler import CONTEXT_POLICIES
+    from smokeflow.flow.solvers import SOLVERS
+
+    assert tuple(command.SOLVERS) == tuple(SOLVERS) and tuple(command.CONTEXT_POLICIES) == tuple(CONTEXT_POLICIES)
+    from smokeflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown solver"):
+        command._check_sweep_values({"solver": ["euler", "rk5"]})
+    with pytest.raises(ConfigError, match="warm_start"):
+        command._check_sweep_values({"warm_start": [0.0, 1.0]})
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A tiny trained checkpoint (VQVAE + 2 flow steps), made with the real trainers on simulated data."""

@@ -19,7 +19,10 @@ from smokeflow.errors import CheckpointError, ConfigError
 
 HELP = "Evaluate rollouts (PSNR, SSIM, smoke PSNR, LPIPS, FVD, smoke statistics) against baselines; sweeps."
 
+# Spelled out (not imported from smokeflow.flow) so that `smokeflow --help` does not import torch;
+# tests/test_evaluate.py checks they equal the flow module's lists.
 SOLVERS = ("euler", "midpoint", "heun", "rk4", "dopri5")
+CONTEXT_POLICIES = ("per_call", "per_frame")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=10, help="ODE steps N per frame (default: %(default)s)")
     parser.add_argument("--solver", default="euler", choices=SOLVERS, help="ODE solver (default: %(default)s)")
     parser.add_argument("--warm-start", type=float, default=0.0, help="warm start s in [0, 1) (default: %(default)s)")
-    parser.add_argument("--context-policy", default="per_call", choices=("per_call", "per_frame"),
+    parser.add_argument("--context-policy", default="per_call", choices=CONTEXT_POLICIES,
                         help="re-draw the context frame at every network call (RIVER) or once per frame")
     parser.add_argument("--num-samples", type=int, default=1, help="samples K per video for best-of-K / mean-over-K")
     parser.add_argument("--seed", type=int, default=0, help="video i is rolled out with seed + i (default: 0)")
@@ -65,6 +68,17 @@ def _check_arguments(args) -> None:
         raise ConfigError("--sweep needs --csv PATH for its results (rows are appended as they finish)")
     if not os.path.isdir(args.checkpoint):  # checked before the (slower) data reading
         raise CheckpointError(args.checkpoint, "checkpoint folder not found")
+
+
+def _check_sweep_values(grid: dict) -> None:
+    """Reject bad sweep values before the sweep starts, not in the middle of it."""
+    bad_solvers = [v for v in grid.get("solver", []) if v not in SOLVERS]
+    if bad_solvers:
+        raise ConfigError(f"--sweep: unknown solver(s) {bad_solvers}; choose from {', '.join(SOLVERS)}")
+    if any(v < 1 for v in grid.get("steps", [])):
+        raise ConfigError("--sweep: steps must be >= 1")
+    if any(not 0.0 <= v < 1.0 for v in grid.get("warm_start", [])):
+        raise ConfigError("--sweep: warm_start values must be in [0, 1)")
 
 
 def load_pipeline(checkpoint: str, device: str):
@@ -107,6 +121,7 @@ def run(args) -> int:
             grid = evaluation.parse_sweep(args.sweep)
         except ValueError as err:
             raise ConfigError(f"--sweep: {err}") from None
+        _check_sweep_values(grid)
         defaults = {"steps": args.steps, "solver": args.solver, "warm_start": args.warm_start}
         combos = evaluation.sweep_combinations(grid, defaults)
         protocol = {"checkpoint": os.path.abspath(args.checkpoint), "split": args.split,
