@@ -124,10 +124,10 @@ def _draw_colour(rng: np.random.Generator) -> np.ndarray:
     """Smoke colour [3] with brightest channel 1. Mostly bluish grey, as the users' webcam smoke
     (their mean smoke RGB runs from about (25,40,75) to (105,130,155)); some neutral white/grey, some
     slightly brown."""
-    family = rng.choice(["blue", "grey", "brown"], p=[0.65, 0.23, 0.12])
+    family = rng.choice(["blue", "grey", "brown"], p=[0.75, 0.15, 0.10])
     if family == "blue":
-        tint = rng.uniform(0.3, 1.0)
-        target = np.array([0.3, 0.5, 1.0])
+        tint = rng.uniform(0.5, 1.0)
+        target = np.array([0.3, 0.55, 1.0])
     elif family == "brown":
         tint = rng.uniform(0.2, 0.8)
         target = np.array([1.0, 0.82, 0.6])
@@ -218,8 +218,8 @@ def draw_scene(rng: np.random.Generator, num_frames: int) -> Scene:
         cooling=rng.uniform(0.005, 0.03), dissipation=rng.uniform(0.002, 0.02),
         mixing=rng.uniform(0.0, 0.12),
         confinement=rng.uniform(0.02, 0.2), drag=rng.uniform(0.0, 0.02),
-        colour=_draw_colour(rng), brightness=rng.uniform(0.65, 1.0), shading=rng.uniform(0.0, 0.4),
-        opacity_gain=np.exp(rng.uniform(np.log(1.5), np.log(6.0))), edge_cut=rng.uniform(0.04, 0.18),
+        colour=_draw_colour(rng), brightness=rng.uniform(0.7, 1.0), shading=rng.uniform(0.0, 0.4),
+        opacity_gain=np.exp(rng.uniform(np.log(1.5), np.log(6.0))), edge_cut=rng.uniform(0.08, 0.25),
         speck_rate=rng.uniform(0.0, 4.0), pixel_noise=rng.uniform(0.0, 3.0),
         render_seed=int(rng.integers(0, 2**31 - 1)),
     )
@@ -305,7 +305,7 @@ def render_frames(density: torch.Tensor, scenes: list[Scene], frame_index: int, 
     frames = np.empty((len(scenes), size, size, 3), dtype=np.uint8)
     for b, scene in enumerate(scenes):
         opacity = 1.0 - np.exp(-scene.opacity_gain * window[b])
-        opacity = np.clip((opacity - scene.edge_cut) / (1.0 - scene.edge_cut), 0.0, 1.0) ** 0.75
+        opacity = np.clip((opacity - scene.edge_cut) / (1.0 - scene.edge_cut), 0.0, 1.0) ** 0.6
         light = 1.0 - scene.shading * (1.0 - np.exp(-0.1 * scene.opacity_gain * column[b]))
         rgb = (opacity * light)[..., None] * (255.0 * scene.brightness * scene.colour)
         rng = np.random.default_rng([scene.render_seed, frame_index])
