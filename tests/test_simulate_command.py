@@ -20,7 +20,7 @@ def _read_video(split_dir, video, num_frames):
 def test_command_writes_layout_statistics_and_contact_sheet(tmp_path, capsys):
     out = tmp_path / "dataset"
     rc = main(["simulate", "--out", str(out), "--train", "3", "--val", "1", "--test", "2", "--frames", "4",
-               "--seed", "11"])
+               "--seed", "11", "--workers", "1"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "smoke pixels, % of frame" in printed and "mean |frame change|" in printed
@@ -41,7 +41,8 @@ def test_command_refuses_to_overwrite_without_force(tmp_path, capsys):
     out.mkdir()
     keep = out / "notes.txt"
     keep.write_text("the user's file")
-    args = ["simulate", "--out", str(out), "--train", "1", "--val", "0", "--test", "0", "--frames", "3"]
+    args = ["simulate", "--out", str(out), "--train", "1", "--val", "0", "--test", "0", "--frames", "3",
+            "--workers", "2"]  # one batch: runs in this process whatever --workers says
     assert main(args) == 2
     assert str(out) in capsys.readouterr().err
     assert sorted(os.listdir(out)) == ["notes.txt"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 HELP = "simulate smoke sequences into <split>/<video>_frame_<NNNN>.png, with statistics and a contact sheet"
@@ -30,8 +31,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--frames", type=_int_at_least(2), default=20,
                         help="frames per sequence (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed; same seed, same data (default 0)")
-    parser.add_argument("--workers", type=_int_at_least(1), default=1,
-                        help="worker processes; results are identical for any number (default 1)")
+    parser.add_argument("--workers", type=_int_at_least(1), default=os.cpu_count() or 1,
+                        help="worker processes; results are identical for any number "
+                             "(default: one per CPU core, here %(default)s)")
     parser.add_argument("--force", action="store_true",
                         help="write into a non-empty --out, replacing earlier simulated frames there")
 

@@ -193,6 +193,8 @@ def write_simulated_dataset(out, train: int, val: int, test: int, frames: int, s
 
     results = []
     bar = tqdm(total=sum(counts.values()), unit="seq", desc="simulate", disable=not progress)
+    # Starting a worker costs seconds (it imports torch), so never start more than there are batches.
+    workers = min(int(workers), len(jobs))
     if workers <= 1:
         with single_threaded_torch():
             for job in jobs:
