@@ -98,3 +98,15 @@ def test_latent_normalizer_and_running_stats():
     n = normalizer.normalize(z)
     assert torch.allclose(n.transpose(0, 1).reshape(4, -1).std(1, unbiased=False), torch.ones(4), atol=1e-4)
     assert torch.allclose(normalizer.denormalize(n), z, atol=1e-4)
+
+
+def test_black_floor_zeroes_faint_background_only():
+    from smokeflow.models.vqvae import apply_black_floor
+
+    x = torch.full((1, 3, 2, 2), -1.0)
+    x[0, :, 0, 0] = 2 / 255 * 2 - 1   # faint noise (2 on 0-255)
+    x[0, 2, 1, 1] = 40 / 255 * 2 - 1  # dim bluish smoke
+    out = apply_black_floor(x, black_floor=4)
+    assert out[0, :, 0, 0].tolist() == [-1.0, -1.0, -1.0]
+    assert torch.equal(out[0, :, 1, 1], x[0, :, 1, 1])
+    assert torch.equal(apply_black_floor(x, 0), x)

@@ -46,6 +46,10 @@ class VQVAEConfig:
     dead_code_threshold: float = 0.03
     restart_every: int = 5
     quantize_on_decode: bool = True
+    # Decoded pixels whose brightest channel is below this (0-255 scale) become exact black: a dead zone
+    # that removes faint decoder noise on the background (it costs SSIM and shows on dark screens). 0 = off.
+    # Far below the smoke threshold (smokeflow.data.smoke_mask), so no smoke pixel is touched.
+    black_floor: float = 0.0
 
     def __post_init__(self):
         self.channels = list(self.channels)
@@ -153,6 +157,16 @@ def clamp_straight_through(x: torch.Tensor) -> torch.Tensor:
     return _ClampStraightThrough.apply(x)
 
 
+def apply_black_floor(x: torch.Tensor, black_floor: float) -> torch.Tensor:
+    """Frames [B,3,H,W] in [-1,1]: pixels whose brightest channel is below ``black_floor`` (0-255 scale)
+    are set to exact black (-1)."""
+    if black_floor <= 0:
+        return x
+    threshold = black_floor / 255.0 * 2.0 - 1.0
+    dark = x.amax(dim=1, keepdim=True) < threshold
+    return x.masked_fill(dark, -1.0)
+
+
 @dataclass
 class VQVAEOutput:
     """Result of :meth:`VQVAE.forward`: reconstruction [B,3,H,W] in [-1,1], latents z [B,C,h,w], quantiser info."""
@@ -198,8 +212,8 @@ class VQVAE(nn.Module):
             quantize = self.config.quantize_on_decode
         if quantize:
             z, _ = self.quantize(z)
-        out = self.decoder(z.contiguous(memory_format=torch.channels_last))
-        return clamp_straight_through(out).contiguous()
+        out = clamp_straight_through(self.decoder(z.contiguous(memory_format=torch.channels_last))).contiguous()
+        return apply_black_floor(out, self.config.black_floor)
 
     def forward(self, x: torch.Tensor) -> VQVAEOutput:
         """Training/inspection pass: encode, quantise (EMA update in training mode), decode."""
