@@ -167,7 +167,7 @@ def draw_scene(rng: np.random.Generator, num_frames: int) -> Scene:
     density_rate = np.zeros((steps, MAX_SOURCES))
     heat_rate = np.zeros((steps, MAX_SOURCES))
     puffing = rng.random() < 0.15
-    scale = np.exp(rng.uniform(np.log(0.6), np.log(1.6)))  # plant size: all its stacks alike
+    scale = np.exp(rng.uniform(np.log(0.6), np.log(1.45)))  # plant size: all its stacks alike
     late_start = rng.random() < 0.05  # emission begins during the sequence: a plume appears
     for k in range(num_sources):
         spread = 0.0 if k == 0 else 5.0 + 3.5 * scale
@@ -199,7 +199,7 @@ def draw_scene(rng: np.random.Generator, num_frames: int) -> Scene:
     wind_x = _draw_wind(rng, steps, wind_sign, must_blow=placement == "side")
     # Per-sequence motion speed: small dt = slow-moving frames. The warm-up always runs at a large
     # step (semi-Lagrangian advection is stable at any step) so plumes are developed by frame 0.
-    frame_dt = np.exp(rng.uniform(np.log(0.6), np.log(3.2)))
+    frame_dt = np.exp(rng.uniform(np.log(0.7), np.log(3.2)))
     dt = np.full(steps, frame_dt)
     dt[:WARMUP_STEPS] = max(frame_dt, WARMUP_DT)
 
@@ -219,7 +219,7 @@ def draw_scene(rng: np.random.Generator, num_frames: int) -> Scene:
         mixing=rng.uniform(0.0, 0.12),
         confinement=rng.uniform(0.02, 0.2), drag=rng.uniform(0.0, 0.02),
         colour=_draw_colour(rng), brightness=rng.uniform(0.7, 1.0), shading=rng.uniform(0.0, 0.4),
-        opacity_gain=np.exp(rng.uniform(np.log(1.5), np.log(6.0))), edge_cut=rng.uniform(0.08, 0.25),
+        opacity_gain=np.exp(rng.uniform(np.log(1.5), np.log(5.0))), edge_cut=rng.uniform(0.08, 0.25),
         speck_rate=rng.uniform(0.0, 4.0), pixel_noise=rng.uniform(0.0, 3.0),
         render_seed=int(rng.integers(0, 2**31 - 1)),
     )
