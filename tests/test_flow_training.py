@@ -140,3 +140,15 @@ def test_time_limit_stops_after_a_checkpoint(latent_data, tmp_path):
     run_dir, _ = _train(str(tmp_path), latent_data, "timed", max_minutes=0.0)
     assert torch.load(os.path.join(run_dir, "train_state.pt"), weights_only=True)["step"] == 1
     assert os.path.isfile(os.path.join(run_dir, "flow.safetensors"))
+
+
+def test_init_from_starts_from_another_runs_weights(latent_data, tmp_path):
+    first, _ = _train(str(tmp_path), latent_data, "first", max_steps=2)
+    second, _ = _train(str(tmp_path), latent_data, "second", max_steps=1, init_from=first)
+    fresh, _ = _train(str(tmp_path), latent_data, "fresh", max_steps=1)
+    a = load_file(os.path.join(first, "flow.safetensors"))
+    b = load_file(os.path.join(second, "flow.safetensors"))
+    c = load_file(os.path.join(fresh, "flow.safetensors"))
+    # One more step moves the weights only a little away from the run it started from.
+    dist = lambda x, y: sum((x[k] - y[k]).abs().sum().item() for k in x)  # noqa: E731
+    assert dist(a, b) < dist(a, c)

@@ -255,13 +255,15 @@ def _all_ranks_agree(flag: bool, world_size: int) -> bool:
 def train_flow(run_dir: str, config: dict, data_root: str, seed: int = 0, device: str = "cpu",
                max_steps: int | None = None, resume: bool = False, vqvae_checkpoint: str | None = None,
                use_wandb: bool = False, show_progress: bool = True, stop_after_step: int | None = None,
-               max_minutes: float | None = None) -> dict:
+               max_minutes: float | None = None, init_from: str | None = None) -> dict:
     """Train (or resume) the flow model into ``run_dir``. ``config`` holds all sections (data, flow,
     flow_training); ``data_root`` the dataset whose latent cache is read. Returns the last logged metrics.
 
     ``stop_after_step`` ends the process right after that step (and its checkpoint, if one is due) as if it
     had been killed there: the schedule still runs to ``max_steps`` when resumed. ``max_minutes`` stops
     (after a checkpoint) once that much wall time has passed in this process; --resume continues.
+    ``init_from``: a folder whose flow.safetensors initialises the network (fine-tuning; fresh optimiser and
+    schedule), e.g. a model pre-trained on the latents of an earlier VQVAE.
     """
     started = time.perf_counter()
     from tqdm import tqdm
@@ -302,6 +304,10 @@ def train_flow(run_dir: str, config: dict, data_root: str, seed: int = 0, device
 
     torch.manual_seed(seed)
     model = build_vector_field(flow_config).to(device)
+    if init_from and not resume:
+        from smokeflow.flow.predictor import load_flow_weights
+
+        load_flow_weights(model, os.path.join(init_from, FLOW_WEIGHTS))
     path = FlowPath(flow_config.sigma)
     ema = EMA(model, train_config.ema_decay) if train_config.ema_decay > 0 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.learning_rate,
