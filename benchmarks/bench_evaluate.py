@@ -82,6 +82,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--solver", default="euler")
     parser.add_argument("--warm-start", type=float, default=0.1)
+    parser.add_argument("--baselines-only", action="store_true",
+                        help="time everything but the model's rollouts (reading, encoding, decoding, scoring)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
 
@@ -104,21 +106,21 @@ def main() -> None:
         start = time.perf_counter()
         videos = evaluation.load_evaluation_videos(data, args.split, 1, args.num_frames, args.num_videos)
         load_seconds = time.perf_counter() - start
-        predictor = FlowModelPredictor(pipe, steps=args.steps, solver=args.solver, warm_start=args.warm_start)
+        predictors = [] if args.baselines_only else [
+            FlowModelPredictor(pipe, steps=args.steps, solver=args.solver, warm_start=args.warm_start)]
         start = time.perf_counter()
-        report = evaluation.evaluate(pipe, [predictor, *evaluation.default_baselines()], videos,
+        report = evaluation.evaluate(pipe, [*predictors, *evaluation.default_baselines()], videos,
                                      settings=vars(args), num_samples=args.num_samples, seed=0,
                                      lpips_availability=load_lpips(), i3d_availability=None)
         total = time.perf_counter() - start
 
-    model = report["predictors"]["model"]
     print(f"\n{len(videos.names)} videos x {args.num_frames} frames, K={args.num_samples}, N={args.steps} {args.solver}")
     print(f"  reading videos        {load_seconds:7.1f} s")
     print(f"  encoding observations {report['timing']['encode_seconds']:7.1f} s")
-    print(f"  model rollouts        {model['rollout_seconds']:7.1f} s  ({model['seconds_per_frame'] * 1000:.1f} ms per frame, "
-          f"NFE/frame {model['nfe_per_frame']:.0f})")
-    print(f"  model decoding        {model['decode_seconds']:7.1f} s")
-    print(f"  model scoring         {model['scoring_seconds']:7.1f} s  (frame metrics, smoke statistics, FD proxy)")
+    for name, section in report["predictors"].items():
+        print(f"  {name}: rollouts {section['rollout_seconds']:.1f} s ({section['seconds_per_frame'] * 1000:.1f} ms "
+              f"per frame, NFE/frame {section['nfe_per_frame']:.0f}), decoding {section['decode_seconds']:.1f} s, "
+              f"scoring {section['scoring_seconds']:.1f} s (frame metrics, smoke statistics, FD proxy)")
     for name, seconds in report["timing"]["per_predictor_seconds"].items():
         print(f"  {name:<22}{seconds:7.1f} s in all")
     print(f"  TOTAL evaluation      {total:7.1f} s  ({total / 60:.1f} min)")

@@ -62,6 +62,15 @@ def test_frechet_distance_is_stable_with_fewer_samples_than_dimensions():
     assert frechet_distance_of_features(x, x + shift) == pytest.approx(np.sum(shift**2), rel=1e-6)
 
 
+def test_sample_space_form_equals_the_covariance_form():
+    # N < D takes the sample-space SVD path; it must agree with the D x D eigen path on the same data.
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(12, 30)) @ rng.normal(size=(30, 30))
+    y = rng.normal(loc=0.3, size=(15, 30)) @ rng.normal(size=(30, 30))
+    via_covariances = frechet_distance(*gaussian_statistics(x), *gaussian_statistics(y))
+    assert frechet_distance_of_features(x, y) == pytest.approx(via_covariances, rel=1e-9)
+
+
 def test_gaussian_statistics_rejects_too_few_samples():
     with pytest.raises(ValueError):
         gaussian_statistics(np.zeros((1, 3)))

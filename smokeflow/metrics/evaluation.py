@@ -261,16 +261,25 @@ def _clips(observed: np.ndarray, future: np.ndarray) -> np.ndarray:
 
 
 class VideoMetricContext:
-    """What FVD and the proxy need once per evaluation: real-clip features, computed on first use."""
+    """What FVD, the proxy and the reconstruction ceiling share over one evaluation: the observed latents
+    (already encoded) and the true future frames' latents and I3D features, each computed once."""
 
-    def __init__(self, videos: EvaluationVideos, codec, i3d=None):
+    def __init__(self, videos: EvaluationVideos, codec, observed_latents: list[torch.Tensor], i3d=None):
         self.videos, self.codec, self.i3d = videos, codec, i3d
+        self.observed_latents = torch.stack([torch.as_tensor(z).float().cpu() for z in observed_latents])
+        self._true_future_latents = None
         self._real_i3d = None
-        self._real_latents = None
 
-    def encode_clips(self, clips: np.ndarray) -> torch.Tensor:
+    def encode_futures(self, futures: np.ndarray) -> torch.Tensor:
+        """uint8 [N, F, H, W, 3] -> latents [N, F, C, h, w] (CPU float32)."""
         with torch.no_grad():
-            return torch.stack([torch.as_tensor(self.codec.encode(clip)).float().cpu() for clip in clips])
+            return torch.stack([torch.as_tensor(self.codec.encode(f)).float().cpu() for f in futures])
+
+    @property
+    def true_future_latents(self) -> torch.Tensor:
+        if self._true_future_latents is None:
+            self._true_future_latents = self.encode_futures(self.videos.targets)
+        return self._true_future_latents
 
     def fvd(self, generated_future: np.ndarray) -> dict:
         videos = self.videos
@@ -289,16 +298,16 @@ class VideoMetricContext:
         return {"value": fvd_from_features(self._real_i3d, fake), "reason": "", "protocol": protocol}
 
     def proxy(self, generated_future: np.ndarray) -> dict:
-        videos = self.videos
+        """:data:`PROXY_NAME` of clips = observed frames + ``generated_future`` uint8 [N, F, H, W, 3]."""
         out = {"name": PROXY_NAME, "note": PROXY_NOTE, "value": None,
-               "clips": "conditioning frames + predicted frames (sample 0), decoded then re-encoded"}
-        if len(videos.names) < 2:
+               "clips": "conditioning frames + predicted frames (sample 0); predicted frames decoded, then "
+                        "re-encoded like the true ones"}
+        if len(self.videos.names) < 2:
             out["reason"] = "needs at least 2 videos"
             return out
-        if self._real_latents is None:
-            self._real_latents = self.encode_clips(_clips(videos.observed, videos.targets))
-        fake = self.encode_clips(_clips(videos.observed, generated_future))
-        out["value"] = fd_on_vqvae_features(self._real_latents, fake)
+        real = torch.cat([self.observed_latents, self.true_future_latents], dim=1)
+        fake = torch.cat([self.observed_latents, self.encode_futures(generated_future)], dim=1)
+        out["value"] = fd_on_vqvae_features(real, fake)
         return out
 
 
@@ -357,10 +366,11 @@ def decode_last_observed(codec, observed_latents: list[torch.Tensor]) -> np.ndar
 
 
 @torch.no_grad()
-def reconstruction_reference(codec, videos: EvaluationVideos, lpips_model=None) -> dict:
+def reconstruction_reference(context: VideoMetricContext, lpips_model=None) -> dict:
     """Metrics of decode(encode(true future frames)) against the true frames: what a perfect latent
     prediction would score through this VQVAE (a ceiling for the model's single-sample numbers)."""
-    reconstructed = np.stack([np.asarray(codec.decode(codec.encode(target))) for target in videos.targets])
+    videos, codec = context.videos, context.codec
+    reconstructed = np.stack([np.asarray(codec.decode(z)) for z in context.true_future_latents])
     scores = score_rollouts(reconstructed[:, None], videos.targets, lpips_model)
     with _quiet_nan_warnings():
         metrics = {name: {"mean": _finite_or_none(np.nanmean(v)), "per_frame": _curve(v[:, 0])} for name, v in scores.items()}
@@ -416,7 +426,7 @@ def evaluate(
         encode_seconds = 0.0
     available = _availability(lpips_availability, i3d_availability)
     lpips_model = lpips_availability.model if available["lpips"]["available"] else None
-    context = VideoMetricContext(videos, codec, i3d_availability)
+    context = VideoMetricContext(videos, codec, observed_latents, i3d_availability)
     last_observed_decoded = decode_last_observed(codec, observed_latents)
     sections = {}
     for predictor in predictors:
@@ -424,7 +434,7 @@ def evaluate(
             predictor, observed_latents, videos, codec, num_samples, seed, lpips_model, context, progress,
             last_observed_decoded,
         )
-    reconstruction = reconstruction_reference(codec, videos, lpips_model)
+    reconstruction = reconstruction_reference(context, lpips_model)
     total_seconds = time.perf_counter() - start
     return {
         "schema_version": REPORT_SCHEMA_VERSION,
@@ -597,7 +607,7 @@ def run_sweep(
         lpips_model = lpips_availability.model
     observed_latents = encode_observations(codec, videos)
     last_observed_decoded = decode_last_observed(codec, observed_latents)
-    context = VideoMetricContext(videos, codec, None)
+    context = VideoMetricContext(videos, codec, observed_latents, None)
     protocol = {k: protocol.get(k, "") for k in SWEEP_PROTOCOL_COLUMNS}
     jobs = [(b.name, {}, lambda b=b: b) for b in (default_baselines() if baselines is None else baselines)]
     jobs += [("model", combo, lambda combo=combo: make_model_predictor(combo)) for combo in combinations]

@@ -7,6 +7,12 @@ The trace term is computed without a general (non-symmetric) matrix square root:
 tr((S_a S_b)^{1/2}) = sum_i sqrt(lambda_i(R S_b R)). Eigenvalues that are round-off of 0 are set to 0.
 This stays real and finite when covariances are singular - the usual case with fewer videos than feature
 dimensions (N < D) - where ``scipy.linalg.sqrtm`` returns complex parts and needs an eps-offset retry.
+
+From features with N < D, :func:`frechet_distance_of_features` works in sample space instead of forming
+D x D matrices: with centred features A [N_a, D], B [N_b, D], S_a = A^T A / (N_a - 1) and likewise S_b, the
+non-zero eigenvalues of S_a S_b are the squared singular values of A B^T / sqrt((N_a - 1)(N_b - 1)), so
+tr((S_a S_b)^{1/2}) is the sum of those singular values (an N_a x N_b SVD instead of D x D eigen-
+decompositions: exact, and seconds become milliseconds for 200 videos x 2560 features).
 All arithmetic is float64.
 """
 
@@ -58,5 +64,22 @@ def frechet_distance(mu_a, sigma_a, mu_b, sigma_b) -> float:
 
 
 def frechet_distance_of_features(features_a, features_b) -> float:
-    """Fréchet distance between Gaussians fitted to features_a [N_a, D] and features_b [N_b, D]."""
-    return frechet_distance(*gaussian_statistics(features_a), *gaussian_statistics(features_b))
+    """Fréchet distance between Gaussians fitted to features_a [N_a, D] and features_b [N_b, D]
+    (unbiased covariances). Uses the sample-space form when fewer samples than dimensions."""
+    a = np.asarray(features_a, dtype=np.float64)
+    b = np.asarray(features_b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"features must be [N, D] with the same D, got {a.shape} and {b.shape}")
+    if min(a.shape[0], b.shape[0]) < 2:
+        raise ValueError(f"need at least 2 feature vectors per set, got {a.shape[0]} and {b.shape[0]}")
+    if min(a.shape[0], b.shape[0]) >= a.shape[1]:
+        return frechet_distance(*gaussian_statistics(a), *gaussian_statistics(b))
+    mean_a, mean_b = a.mean(axis=0), b.mean(axis=0)
+    centred_a, centred_b = a - mean_a, b - mean_b
+    scale_a, scale_b = a.shape[0] - 1.0, b.shape[0] - 1.0
+    singular_values = np.linalg.svd(centred_a @ centred_b.T, compute_uv=False)
+    trace_sqrt_product = float(singular_values.sum()) / np.sqrt(scale_a * scale_b)
+    trace_a = float(np.sum(centred_a**2)) / scale_a
+    trace_b = float(np.sum(centred_b**2)) / scale_b
+    distance = float(np.sum((mean_a - mean_b) ** 2)) + trace_a + trace_b - 2.0 * trace_sqrt_product
+    return max(distance, 0.0)
