@@ -44,6 +44,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> str:
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        # Some writers create private (0600) files; checkpoints are shared, so use the usual umask mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
