@@ -142,11 +142,14 @@ def codebook_statistics(indices: torch.Tensor, codebook_size: int, originals: np
 
 
 @torch.no_grad()
-def encode_decode(pipe, frames: np.ndarray, batch_size: int = 256) -> dict[str, Any]:
+def encode_decode(pipe, frames: np.ndarray, batch_size: int = 256, progress: bool = False) -> dict[str, Any]:
     """Run frames uint8 [N,H,W,3] through a SmokeFlow's VQVAE. Returns normalised latents [N,C,h,w],
     code indices [N,h,w], reconstructions (quantised path, uint8) and continuous-path reconstructions."""
+    from tqdm import tqdm
+
     latents, indices, recon, recon_continuous = [], [], [], []
-    for start in range(0, frames.shape[0], batch_size):
+    starts = range(0, frames.shape[0], batch_size)
+    for start in tqdm(starts, desc="encode/decode", unit="batch", disable=not progress):
         chunk = frames[start:start + batch_size]
         raw = pipe.encode_raw(chunk)
         _, idx = pipe.vqvae.quantize(raw.to(pipe.device))
@@ -160,11 +163,11 @@ def encode_decode(pipe, frames: np.ndarray, batch_size: int = 256) -> dict[str, 
 
 
 def inspect_frames(pipe, videos: np.ndarray, names: list[str] | None = None, grid_videos: int = 4,
-                   grid_frames: int = 8) -> tuple[dict[str, Any], np.ndarray]:
+                   grid_frames: int = 8, progress: bool = False) -> tuple[dict[str, Any], np.ndarray]:
     """Inspect uint8 videos [V,T,H,W,3] (already at the model size). Returns (report dict, grid image)."""
     v, t = videos.shape[:2]
     flat = videos.reshape(v * t, *videos.shape[2:])
-    result = encode_decode(pipe, flat)
+    result = encode_decode(pipe, flat, progress=progress)
     recon = result["reconstructions"]
     report = {
         "num_videos": int(v), "frames_per_video": int(t),
@@ -199,7 +202,7 @@ def inspect_vqvae(checkpoint: str | os.PathLike, data_root: str | os.PathLike, s
     length = min(e.num_frames for e in entries)
     videos = np.stack([read_video_entry(e, pipe.input_size, range(length))
                        for e in tqdm(entries, desc=f"reading {split}", unit="video", disable=not progress)])
-    report, grid = inspect_frames(pipe, videos, [e.name for e in entries])
+    report, grid = inspect_frames(pipe, videos, [e.name for e in entries], progress=progress)
     report.update({"checkpoint": os.fspath(checkpoint), "data": os.fspath(data_root), "split": split})
     if out_dir is not None:
         write_report(report, grid, out_dir)
