@@ -48,6 +48,43 @@ def test_train_then_resume_continues_from_the_checkpoint(tmp_path, data_root, ca
     assert "run folder" in capsys.readouterr().out
 
 
+def test_resume_after_a_kill_loses_at_most_the_last_interval(tmp_path, data_root):
+    """SIGKILL a training process mid-run; --resume continues from its last atomic checkpoint."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from smokeflow.training.checkpoint_io import load_train_state
+
+    runs = str(tmp_path / "runs")
+    run_dir = os.path.join(runs, "killed")
+    state_path = os.path.join(run_dir, "train_state.pt")
+    # The tiny config checkpoints after every step; 1000 steps would take minutes, so it is killed mid-run.
+    proc = subprocess.Popen([sys.executable, "-m", "smokeflow", "train-vqvae", "--config", TINY_CONFIG,
+                             "--run-name", "killed", "--runs-dir", runs, "--data", data_root, "--device", "cpu",
+                             "--max-steps", "1000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        saved = 0
+        while saved < 3 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            if os.path.exists(state_path):
+                saved = load_train_state(state_path)["step"]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    saved = load_train_state(state_path)["step"]  # the file is whole: written atomically
+    assert 3 <= saved < 1000
+    assert main(["train-vqvae", "--config", TINY_CONFIG, "--run-name", "killed", "--runs-dir", runs, "--data",
+                 data_root, "--device", "cpu", "--resume", "--max-steps", str(saved + 2)]) == 0
+    assert load_train_state(state_path)["step"] == saved + 2
+    steps = [r["step"] for r in read_metrics(run_dir, "train")]
+    assert steps == sorted(set(steps)) and steps[-1] == saved + 2  # no step logged twice after the resume
+
+
 def test_resume_without_a_run_is_a_clear_error(tmp_path, data_root):
     from smokeflow.training.vqvae_trainer import train_vqvae
 
