@@ -80,3 +80,24 @@ def test_damaged_checkpoints_are_rejected_with_the_file_named(checkpoint, tmp_pa
     with pytest.raises(CheckpointError) as info:
         SmokeFlow.from_pretrained(folder)
     assert str(culprit) in str(info.value)
+
+
+def test_predict_delegates_to_the_flow_predictor(checkpoint, tmp_path):
+    """A folder with (untrained) flow weights: predict returns frames [K,F,64,64,3] and the NFE."""
+    from smokeflow.config import load_config
+    from smokeflow.flow.predictor import FlowConfig, FlowPredictor
+    from smokeflow.training.checkpoint_io import save_weights
+
+    folder = tmp_path / "with_flow"
+    shutil.copytree(checkpoint, folder)
+    config = FlowConfig.from_section(load_config(folder / "config.yaml").get("flow"))
+    torch.manual_seed(0)
+    save_weights(FlowPredictor.from_config(config).model.state_dict(), folder / "flow.safetensors")
+    pipe = SmokeFlow.from_pretrained(folder)
+    assert pipe.has_flow
+    frames = np.random.default_rng(1).integers(0, 256, size=(2, 80, 80, 3), dtype=np.uint8)
+    out = pipe.predict(frames, num_frames=3, steps=2, solver="euler", num_samples=2, seed=0)
+    assert out.frames.shape == (2, 3, 64, 64, 3) and out.frames.dtype == np.uint8
+    assert out.nfe == 3 * 2 and out.seconds > 0
+    again = pipe.predict(frames, num_frames=3, steps=2, solver="euler", num_samples=2, seed=0)
+    assert np.array_equal(out.frames, again.frames)  # deterministic for a seed
