@@ -124,18 +124,30 @@ def load_evaluation_videos(
 
 
 @torch.no_grad()
+def encode_frames(codec, frames: np.ndarray, chunk: int = 256) -> torch.Tensor:
+    """Encode uint8 [N, T, H, W, 3] in batches of about ``chunk`` frames -> float [N, T, C, h, w] (CPU)."""
+    n, t = frames.shape[:2]
+    flat = frames.reshape(n * t, *frames.shape[2:])
+    latents = torch.cat([torch.as_tensor(codec.encode(flat[i : i + chunk])).float().cpu()
+                         for i in range(0, flat.shape[0], chunk)])
+    return latents.reshape(n, t, *latents.shape[1:])
+
+
+@torch.no_grad()
 def encode_observations(codec, videos: EvaluationVideos) -> list[torch.Tensor]:
     """Encode each video's observed frames once: list of N float tensors [T_obs, C, h, w]."""
-    return [codec.encode(obs) for obs in videos.observed]
+    return list(encode_frames(codec, videos.observed).unbind(0))
 
 
 # -------------------------------------------------------------------------------------------- rollouts
 @dataclasses.dataclass
 class PredictorRollouts:
-    """frames uint8 [N, K, F, 64, 64, 3] (K = 1 for deterministic predictors); nfe per sample for the
-    whole rollout; rollout_seconds: total wall time of predict_latents; decode_seconds: of decoding."""
+    """frames uint8 [N, K, F, 64, 64, 3] (K = 1 for deterministic predictors); first_sample_latents float
+    [N, F, C, h, w] (sample 0, CPU); nfe per sample for the whole rollout; rollout_seconds: total wall time
+    of predict_latents; decode_seconds: of decoding."""
 
     frames: np.ndarray
+    first_sample_latents: torch.Tensor
     nfe: int
     rollout_seconds: float
     decode_seconds: float
@@ -151,22 +163,33 @@ def rollout_predictor(
     seed: int = 0,
     progress: bool = True,
 ) -> PredictorRollouts:
-    """Roll every video out with ``predictor`` and decode. Video i uses seed ``seed + i``."""
+    """Roll every video out with ``predictor``, then decode. Video i uses seed ``seed + i``.
+
+    Latents of several videos are decoded together (about ``_DECODE_FRAMES`` frames per call): the
+    decoder runs much faster on big batches than on one video's K x F frames at a time.
+    """
     samples = 1 if predictor.deterministic else num_samples
-    all_frames, nfe = [], 0
+    all_latents, nfe = [], 0
     rollout_seconds = decode_seconds = 0.0
     for index, z_obs in enumerate(tqdm(observed_latents, desc=predictor.name, unit="video", disable=not progress, leave=False)):
         start = time.perf_counter()
         result = predictor.predict_latents(z_obs, num_frames, num_samples=samples, seed=seed + index)
         rollout_seconds += time.perf_counter() - start
         nfe = int(result.nfe)
-        start = time.perf_counter()
-        frames = np.asarray(codec.decode(result.latents))  # [K, F, 64, 64, 3]
-        decode_seconds += time.perf_counter() - start
-        if frames.shape[:2] != (samples, num_frames):
-            raise ValueError(f"{predictor.name}: decoded frames have shape {frames.shape}, expected [{samples}, {num_frames}, ...]")
-        all_frames.append(frames)
-    return PredictorRollouts(np.stack(all_frames), nfe, rollout_seconds, decode_seconds)
+        latents = result.latents.detach().float().cpu()
+        if tuple(latents.shape[:2]) != (samples, num_frames):
+            raise ValueError(f"{predictor.name}: latents have shape {tuple(latents.shape)}, expected [{samples}, {num_frames}, ...]")
+        all_latents.append(latents)
+    latents = torch.stack(all_latents)  # [N, K, F, C, h, w]
+    start = time.perf_counter()
+    videos_per_call = max(1, _DECODE_FRAMES // (samples * num_frames))
+    frames = np.concatenate([np.asarray(codec.decode(latents[i : i + videos_per_call]))
+                             for i in range(0, latents.shape[0], videos_per_call)])
+    decode_seconds = time.perf_counter() - start
+    return PredictorRollouts(frames, latents[:, 0].clone(), nfe, rollout_seconds, decode_seconds)
+
+
+_DECODE_FRAMES = 256
 
 
 # ----------------------------------------------------------------------------------------------- scores
@@ -270,15 +293,11 @@ class VideoMetricContext:
         self._true_future_latents = None
         self._real_i3d = None
 
-    def encode_futures(self, futures: np.ndarray) -> torch.Tensor:
-        """uint8 [N, F, H, W, 3] -> latents [N, F, C, h, w] (CPU float32)."""
-        with torch.no_grad():
-            return torch.stack([torch.as_tensor(self.codec.encode(f)).float().cpu() for f in futures])
-
     @property
     def true_future_latents(self) -> torch.Tensor:
+        """Latents of the true future frames [N, F, C, h, w] (CPU float32), encoded on first use."""
         if self._true_future_latents is None:
-            self._true_future_latents = self.encode_futures(self.videos.targets)
+            self._true_future_latents = encode_frames(self.codec, self.videos.targets)
         return self._true_future_latents
 
     def fvd(self, generated_future: np.ndarray) -> dict:
@@ -297,16 +316,17 @@ class VideoMetricContext:
         fake = i3d_features(self.i3d.model, _clips(videos.observed, generated_future))
         return {"value": fvd_from_features(self._real_i3d, fake), "reason": "", "protocol": protocol}
 
-    def proxy(self, generated_future: np.ndarray) -> dict:
-        """:data:`PROXY_NAME` of clips = observed frames + ``generated_future`` uint8 [N, F, H, W, 3]."""
+    def proxy(self, generated_future_latents: torch.Tensor) -> dict:
+        """:data:`PROXY_NAME` of clips = observed latents + ``generated_future_latents`` [N, F, C, h, w]
+        (the predicted latents themselves) against observed + encoded true future frames."""
         out = {"name": PROXY_NAME, "note": PROXY_NOTE, "value": None,
-               "clips": "conditioning frames + predicted frames (sample 0); predicted frames decoded, then "
-                        "re-encoded like the true ones"}
+               "clips": "latents of the conditioning frames + predicted latents (sample 0), against the "
+                        "conditioning + encoded true future frames"}
         if len(self.videos.names) < 2:
             out["reason"] = "needs at least 2 videos"
             return out
         real = torch.cat([self.observed_latents, self.true_future_latents], dim=1)
-        fake = torch.cat([self.observed_latents, self.encode_futures(generated_future)], dim=1)
+        fake = torch.cat([self.observed_latents, torch.as_tensor(generated_future_latents).float().cpu()], dim=1)
         out["value"] = fd_on_vqvae_features(real, fake)
         return out
 
@@ -354,7 +374,7 @@ def evaluate_predictor(
     if video_metrics is not None:
         sample0 = rollouts.frames[:, 0]
         section["fvd"] = video_metrics.fvd(sample0)
-        section["fd_vqvae_features"] = video_metrics.proxy(sample0)
+        section["fd_vqvae_features"] = video_metrics.proxy(rollouts.first_sample_latents)
     section["scoring_seconds"] = time.perf_counter() - start
     return section
 
@@ -362,7 +382,9 @@ def evaluate_predictor(
 @torch.no_grad()
 def decode_last_observed(codec, observed_latents: list[torch.Tensor]) -> np.ndarray:
     """The codec's reconstruction of each video's last observed frame: uint8 [N, H, W, 3]."""
-    return np.stack([np.asarray(codec.decode(z_obs[-1:]))[0] for z_obs in observed_latents])
+    last = torch.stack([torch.as_tensor(z[-1]).float().cpu() for z in observed_latents])  # [N, C, h, w]
+    return np.concatenate([np.asarray(codec.decode(last[i : i + _DECODE_FRAMES]))
+                           for i in range(0, last.shape[0], _DECODE_FRAMES)])
 
 
 @torch.no_grad()
@@ -370,7 +392,10 @@ def reconstruction_reference(context: VideoMetricContext, lpips_model=None) -> d
     """Metrics of decode(encode(true future frames)) against the true frames: what a perfect latent
     prediction would score through this VQVAE (a ceiling for the model's single-sample numbers)."""
     videos, codec = context.videos, context.codec
-    reconstructed = np.stack([np.asarray(codec.decode(z)) for z in context.true_future_latents])
+    latents = context.true_future_latents
+    videos_per_call = max(1, _DECODE_FRAMES // latents.shape[1])
+    reconstructed = np.concatenate([np.asarray(codec.decode(latents[i : i + videos_per_call]))
+                                    for i in range(0, latents.shape[0], videos_per_call)])
     scores = score_rollouts(reconstructed[:, None], videos.targets, lpips_model)
     with _quiet_nan_warnings():
         metrics = {name: {"mean": _finite_or_none(np.nanmean(v)), "per_frame": _curve(v[:, 0])} for name, v in scores.items()}
