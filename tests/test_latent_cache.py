@@ -96,3 +96,59 @@ def test_missing_cache_and_flips_are_clear_errors(setup, tmp_path):
     build_latent_cache(checkpoint, data, "val", progress=False)
     with pytest.raises(DataError, match="flipped latents"):
         LatentClipDataset(data, "val", 2, random_horizontal_flip=True)
+
+
+def _copy_with_changed_tensor(checkpoint: str, folder: str, key: str) -> str:
+    """A copy of ``checkpoint`` in ``folder`` whose weights tensor ``key`` is shifted by 0.01."""
+    from smokeflow.training.checkpoint_io import load_weights, save_weights
+
+    shutil.copytree(checkpoint, folder)
+    weights = load_weights(os.path.join(folder, "vqvae.safetensors"))
+    weights[key] = weights[key] + 0.01
+    save_weights(weights, os.path.join(folder, "vqvae.safetensors"))
+    return folder
+
+
+def test_cache_key_covers_the_encoder_and_stats_only(setup, tmp_path):
+    """Decoder or codebook changes (a decoder fine-tune) keep the cache; any encoder change rebuilds it."""
+    from smokeflow.data.latent_cache import checkpoint_hash
+
+    checkpoint, data = setup
+    build_latent_cache(checkpoint, data, "val", progress=False)
+    decoder_changed = _copy_with_changed_tensor(checkpoint, str(tmp_path / "dec"), "decoder.net.0.weight")
+    codebook_changed = _copy_with_changed_tensor(checkpoint, str(tmp_path / "cb"), "quantizer.codebook")
+    for other in (decoder_changed, codebook_changed):
+        assert checkpoint_hash(other) == checkpoint_hash(checkpoint)
+        assert not build_latent_cache(other, data, "val", progress=False).rebuilt
+    encoder_changed = _copy_with_changed_tensor(checkpoint, str(tmp_path / "enc"), "encoder.net.0.bias")
+    assert checkpoint_hash(encoder_changed) != checkpoint_hash(checkpoint)
+    info = build_latent_cache(encoder_changed, data, "val", progress=False)
+    assert info.rebuilt and info.reason == "the VQVAE checkpoint changed"
+
+
+def test_cache_with_the_legacy_file_key_is_migrated_not_rebuilt(setup):
+    """Caches built before the encoder-only key carry a hash of the checkpoint files: for the same
+    checkpoint they are kept (index key rewritten, latents untouched); for another one they are rebuilt."""
+    import json
+
+    from smokeflow.data.latent_cache import checkpoint_hash, legacy_checkpoint_hash
+
+    checkpoint, data = setup
+    build_latent_cache(checkpoint, data, "test", progress=False)
+    cache_dir = os.path.join(data, ".latents", "test")
+    index_path = os.path.join(cache_dir, "index.json")
+    index = read_index(cache_dir)
+    index["checkpoint_hash"] = legacy_checkpoint_hash(checkpoint)
+    with open(index_path, "w", encoding="utf-8") as fh:
+        json.dump(index, fh)
+    latents_mtime = os.stat(os.path.join(cache_dir, "latents.npy")).st_mtime_ns
+    info = build_latent_cache(checkpoint, data, "test", progress=False)
+    assert not info.rebuilt
+    assert read_index(cache_dir)["checkpoint_hash"] == checkpoint_hash(checkpoint)
+    assert os.stat(os.path.join(cache_dir, "latents.npy")).st_mtime_ns == latents_mtime
+
+    index = read_index(cache_dir)
+    index["checkpoint_hash"] = "0123456789abcdef"  # a legacy key of some other checkpoint
+    with open(index_path, "w", encoding="utf-8") as fh:
+        json.dump(index, fh)
+    assert build_latent_cache(checkpoint, data, "test", progress=False).rebuilt

@@ -22,6 +22,11 @@ def add_arguments(parser) -> None:
                         help="override vqvae_training.max_minutes (stop and anneal by wall time)")
     parser.add_argument("--lpips-weights", default=None,
                         help="AlexNet weights for the LPIPS loss term (default: the torch hub cache)")
+    parser.add_argument("--init-from", default=None,
+                        help="checkpoint folder (vqvae.safetensors) whose weights start the run")
+    parser.add_argument("--finetune-decoder", action="store_true",
+                        help="with --init-from: train only the decoder; encoder, codebook and latent statistics "
+                             "stay bit-identical, so existing latents (caches, flow models) remain valid")
     parser.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (if installed)")
 
 
@@ -38,7 +43,8 @@ def run(args) -> int:
 
     result = train_vqvae(args.config, args.run_name, runs_dir=args.runs_dir, device=args.device,
                          resume=args.resume, max_steps=args.max_steps, data_path=args.data,
-                         max_minutes=args.max_minutes, use_wandb=args.wandb, lpips_weights=args.lpips_weights)
+                         max_minutes=args.max_minutes, use_wandb=args.wandb, lpips_weights=args.lpips_weights,
+                         init_from=args.init_from, finetune_decoder=args.finetune_decoder)
     if result.final_metrics:
         m = result.final_metrics
         print(f"step {result.step}: val PSNR {m['psnr']:.2f} dB, smoke PSNR {m['psnr_smoke']:.2f} dB, "
@@ -50,8 +56,9 @@ def run(args) -> int:
 def _command_line(args) -> list[str]:
     argv = ["train-vqvae", "--config", args.config, "--run-name", args.run_name, "--runs-dir", args.runs_dir]
     for flag, value in (("--data", args.data), ("--device", args.device), ("--max-steps", args.max_steps),
-                        ("--max-minutes", args.max_minutes), ("--lpips-weights", args.lpips_weights)):
+                        ("--max-minutes", args.max_minutes), ("--lpips-weights", args.lpips_weights), ("--init-from", args.init_from)):
         if value is not None:
             argv += [flag, str(value)]
     argv += ["--resume"] * bool(args.resume) + ["--wandb"] * bool(args.wandb)
+    argv += ["--finetune-decoder"] * bool(args.finetune_decoder)
     return argv

@@ -7,12 +7,14 @@ Layout (beside the data, ``DATA/.latents/<split>/``; a different ``cache_root`` 
 - ``latents_flipped.npy``  the same for left-right flipped frames (optional; an encoder is not
                            flip-equivariant, so flipping a latent grid is NOT the latent of a flipped frame)
 - ``index.json``           videos (name, offset, num_frames), latent shape, the checkpoint hash (SHA-256 of
-                           vqvae.safetensors and latent_stats.safetensors) and the data fingerprint (names,
-                           sizes and mtimes of the frame files)
+                           exactly what the cached latents depend on: the encoder's tensors and the latent
+                           statistics, see :func:`checkpoint_hash`) and the data fingerprint (names, sizes and
+                           mtimes of the frame files)
 
 :func:`build_latent_cache` reuses a cache whose index matches the checkpoint and the data and rebuilds it
 otherwise (into a temporary folder renamed into place, so a killed build never leaves a half cache that
-looks complete). A rebuild for the same checkpoint copies the latents of videos whose files did not change
+looks complete). A decoder fine-tune (``train-vqvae --finetune-decoder``) keeps the hash, so it does not
+invalidate caches; any change of the encoder or of the statistics does. A rebuild for the same checkpoint copies the latents of videos whose files did not change
 (per-video fingerprints), so adding videos to a split only encodes the new ones. float16 is exact enough for ~N(0,1) latents (relative error 5e-4) and halves the size.
 """
 
@@ -44,13 +46,60 @@ def default_cache_dir(data_root: str | os.PathLike, split: str) -> str:
     return os.path.join(os.fspath(data_root), CACHE_DIRNAME, split)
 
 
+ENCODER_PREFIX = "encoder."  # state-dict keys of the VQVAE encoder
+
+
 def checkpoint_hash(checkpoint_folder: str | os.PathLike) -> str:
-    """Identity of a VQVAE checkpoint: SHA-256 over its weights and latent statistics files."""
+    """Identity of what a checkpoint's cached latents depend on: SHA-256 over the encoder's tensors and the
+    latent statistics (``mean``, ``std``), each by name, shape and float32 values.
+
+    The cache stores *pre-quantisation* latents (``SmokeFlow.encode``), so neither the decoder nor the
+    codebook enter: a decoder fine-tune keeps the hash. Values are hashed as float32 (the dtype the model
+    computes in), so a checkpoint re-saved as float16 with the same values does too.
+    """
+    from smokeflow.training.checkpoint_io import LATENT_STATS, VQVAE_WEIGHTS, load_weights
+
+    folder = os.fspath(checkpoint_folder)
+    weights = load_weights(os.path.join(folder, VQVAE_WEIGHTS))
+    stats = load_weights(os.path.join(folder, LATENT_STATS))
+    tensors = {name: t for name, t in weights.items() if name.startswith(ENCODER_PREFIX)}
+    tensors.update({f"latent_stats.{name}": stats[name] for name in ("mean", "std") if name in stats})
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        if tensor.is_floating_point():
+            tensor = tensor.float()
+        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}\n".encode())
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def legacy_checkpoint_hash(checkpoint_folder: str | os.PathLike) -> str:
+    """The key caches were built with before :func:`checkpoint_hash` (SHA-256 of the weights and latent
+    statistics *files*); only used to recognise such caches, see :func:`migrate_legacy_key`."""
     from smokeflow.training.checkpoint_io import LATENT_STATS, VQVAE_WEIGHTS, file_sha256
 
     folder = os.fspath(checkpoint_folder)
     parts = [file_sha256(os.path.join(folder, name), length=64) for name in (VQVAE_WEIGHTS, LATENT_STATS)]
     return hashlib.sha256("".join(parts).encode()).hexdigest()[:16]
+
+
+def migrate_legacy_key(cache_dir: str, checkpoint_folder: str | os.PathLike, ckpt_hash: str) -> bool:
+    """If the cache at ``cache_dir`` carries the old file-based key of *this* checkpoint (so it was made by
+    this very encoder), rewrite its index with the new key ``ckpt_hash`` (atomically; the latents are not
+    touched) and return True. False when there is nothing to migrate."""
+    index = read_index(cache_dir)
+    if not index or index.get("checkpoint_hash") in (None, ckpt_hash):
+        return False
+    if index.get("checkpoint_hash") != legacy_checkpoint_hash(checkpoint_folder):
+        return False
+    index["checkpoint_hash"] = ckpt_hash
+    path = os.path.join(cache_dir, INDEX_FILE)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(index, fh)
+    os.replace(tmp, path)
+    return True
 
 
 def video_fingerprint(video: VideoEntry) -> str:
@@ -138,6 +187,7 @@ def build_latent_cache(checkpoint_folder: str | os.PathLike, data_root: str | os
                  else default_cache_dir(data_root, split))
     videos = list_videos(data_root, split)
     ckpt_hash = checkpoint_hash(checkpoint_folder)
+    migrate_legacy_key(cache_dir, checkpoint_folder, ckpt_hash)
     fingerprints = [video_fingerprint(v) for v in videos]
     fingerprint = data_fingerprint(fingerprints)
     reason = "forced" if force else cache_status(cache_dir, ckpt_hash, fingerprint, flips)

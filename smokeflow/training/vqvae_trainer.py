@@ -21,12 +21,19 @@ Checkpoints (``runs/<name>/``): weights + ``train_state.pt`` every ``checkpoint_
 end, written atomically; ``--resume`` continues from the last one (model, codebook, optimiser, step, RNG).
 At the end the per-channel latent statistics over the training split are saved to
 ``latent_stats.safetensors``.
+
+Decoder fine-tuning (``init_from`` + ``finetune_decoder``): starts from another checkpoint folder's weights
+and trains only the decoder on the quantised codes (the path ``SmokeFlow.decode`` uses by default). The
+encoder and the quantiser stay frozen (no gradients, eval mode: no EMA codebook updates, no dead-code
+restarts) and the source's ``latent_stats.safetensors`` is copied unchanged, so latents encoded with the
+source checkpoint (a latent cache, a flow model trained on them) stay valid for the fine-tuned one.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -73,6 +80,9 @@ class VQVAETrainingConfig:
     stats_max_frames: int = 8000         # frames of the training split used for the latent statistics
     num_workers: int = 0
     seed: int = 0
+    # Set by --init-from / --finetune-decoder and kept in the run's config.yaml, so --resume knows the mode.
+    init_from: str | None = None         # checkpoint folder whose vqvae.safetensors starts the run
+    finetune_decoder: bool = False       # train the decoder only; encoder, codebook, latent stats frozen
 
 
 @dataclass
@@ -237,6 +247,27 @@ def load_latent_stats(path: str | os.PathLike) -> LatentNormalizer:
 
 
 # --------------------------------------------------------------------------------------- training
+FROZEN_PREFIXES = ("encoder.", "quantizer.")  # state-dict keys a decoder fine-tune must leave bit-identical
+
+
+def freeze_encoder_and_quantizer(model: VQVAE) -> None:
+    """No gradients for the encoder, eval mode for encoder and quantiser (the EMA codebook update and the
+    dead-code restarts only run in training mode). Call again after anything that sets ``model.train()``."""
+    model.encoder.requires_grad_(False)
+    model.encoder.eval()
+    model.quantizer.eval()
+
+
+def check_frozen_unchanged(model: VQVAE, source_weights: str) -> None:
+    """Raise CheckpointError if any encoder/quantiser tensor of ``model`` differs from ``source_weights``."""
+    source = ckio.load_weights(source_weights)
+    own = model.state_dict()
+    changed = [k for k in own if k.startswith(FROZEN_PREFIXES)
+               and not torch.equal(own[k].detach().cpu(), source[k].to(own[k].dtype))]
+    if changed:
+        raise CheckpointError(source_weights, f"decoder fine-tune changed frozen tensors {changed[:5]}")
+
+
 def _save_checkpoint(run_dir: str, model: VQVAE, optimizer, step: int, train_seconds: float) -> None:
     ckio.save_weights(model.state_dict(), os.path.join(run_dir, ckio.VQVAE_WEIGHTS), metadata={"step": str(step)})
     ckio.save_train_state(os.path.join(run_dir, ckio.TRAIN_STATE), {
@@ -246,9 +277,33 @@ def _save_checkpoint(run_dir: str, model: VQVAE, optimizer, step: int, train_sec
 def train_vqvae(config_path: str | os.PathLike, run_name: str, runs_dir: str = "runs", device: str | None = None,
                 resume: bool = False, max_steps: int | None = None, data_path: str | None = None,
                 max_minutes: float | None = None, use_wandb: bool = False, progress: bool = True,
-                lpips_weights: str | None = None) -> TrainResult:
-    """Train (or resume) a VQVAE run in ``runs_dir/run_name``. Works in one process or under torchrun."""
+                lpips_weights: str | None = None, init_from: str | None = None,
+                finetune_decoder: bool = False) -> TrainResult:
+    """Train (or resume) a VQVAE run in ``runs_dir/run_name``. Works in one process or under torchrun.
+
+    init_from: checkpoint folder (``vqvae.safetensors``) to start a new run from. finetune_decoder: train
+    only the decoder of ``init_from`` (see the module docstring). A resumed run keeps the mode stored in its
+    config.yaml, which ``config_path`` should then be.
+    """
     config, model_cfg, cfg = load_training_config(config_path)
+    run_dir = os.path.join(os.fspath(runs_dir), run_name)
+    stored_config = os.path.join(run_dir, ckio.CONFIG_FILE)
+    if resume and os.path.isfile(stored_config):
+        # A resumed fine-tune stays a fine-tune even when --config is the original config file.
+        stored = (load_config(stored_config).get("vqvae_training") or {})
+        cfg.init_from = cfg.init_from or stored.get("init_from")
+        cfg.finetune_decoder = cfg.finetune_decoder or bool(stored.get("finetune_decoder"))
+    if init_from is not None:
+        cfg.init_from = os.fspath(init_from)
+    if finetune_decoder:
+        cfg.finetune_decoder = True
+    if cfg.finetune_decoder and not cfg.init_from:
+        raise ConfigError(f"{config_path}: decoder fine-tuning needs a source checkpoint (--init-from)")
+    if cfg.init_from and not os.path.isfile(os.path.join(cfg.init_from, ckio.VQVAE_WEIGHTS)):
+        raise CheckpointError(os.path.join(cfg.init_from, ckio.VQVAE_WEIGHTS), "--init-from: weights file not found")
+    if cfg.finetune_decoder and not os.path.isfile(os.path.join(cfg.init_from, ckio.LATENT_STATS)):
+        raise CheckpointError(os.path.join(cfg.init_from, ckio.LATENT_STATS),
+                              "decoder fine-tuning keeps the source's latent statistics, but they are missing")
     if max_steps is not None:
         cfg.max_steps = int(max_steps)
     if max_minutes is not None:
@@ -262,7 +317,6 @@ def train_vqvae(config_path: str | os.PathLike, run_name: str, runs_dir: str = "
     config["vqvae"] = model_cfg.to_dict()
     config["vqvae_training"] = asdict(cfg)
     ctx = init_distributed(device)
-    run_dir = os.path.join(os.fspath(runs_dir), run_name)
     state_path = os.path.join(run_dir, ckio.TRAIN_STATE)
     try:
         if os.path.exists(state_path) and not resume:
@@ -283,7 +337,12 @@ def _train(config, model_cfg: VQVAEConfig, cfg: VQVAETrainingConfig, ctx: Distri
     dataset = ClipDataset(data_root, "train", frames_per_sample=1, random_horizontal_flip=True,
                           size=model_cfg.input_size, windows="all", seed=cfg.seed)
     model = VQVAE(model_cfg).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if cfg.init_from and not resume:
+        ckio.load_state_into(model, os.path.join(cfg.init_from, ckio.VQVAE_WEIGHTS), device)
+    if cfg.finetune_decoder:
+        freeze_encoder_and_quantizer(model)
+    trained = model.decoder.parameters() if cfg.finetune_decoder else model.parameters()
+    optimizer = torch.optim.AdamW(trained, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     step, train_seconds = 0, 0.0
     if resume:
         ckio.load_state_into(model, os.path.join(run_dir, ckio.VQVAE_WEIGHTS), device)
@@ -298,6 +357,9 @@ def _train(config, model_cfg: VQVAEConfig, cfg: VQVAETrainingConfig, ctx: Distri
         save_config(config, os.path.join(run_dir, ckio.CONFIG_FILE))
         if resume:
             truncate_after_step(run_dir, step)
+        if cfg.finetune_decoder:
+            # The latents are the source's, so are their statistics: copied byte for byte, never re-measured.
+            shutil.copyfile(os.path.join(cfg.init_from, ckio.LATENT_STATS), os.path.join(run_dir, ckio.LATENT_STATS))
     barrier(ctx)
     logger = RunLogger(run_dir, enabled=ctx.is_main, use_wandb=use_wandb, config=config)
 
@@ -325,6 +387,8 @@ def _train(config, model_cfg: VQVAEConfig, cfg: VQVAETrainingConfig, ctx: Distri
     use_autocast = device.type == "cuda"  # bf16 is slower than fp32 on CPUs without AMX
 
     model.train()
+    if cfg.finetune_decoder:
+        logger.note(step, f"decoder fine-tune of {cfg.init_from}: encoder, codebook and latent stats frozen")
     bar = tqdm(total=cfg.max_steps, initial=step, desc="train-vqvae", unit="step",
                disable=not (progress and ctx.is_main), dynamic_ncols=True)
     last_checkpoint = time.time()
@@ -343,6 +407,8 @@ def _train(config, model_cfg: VQVAEConfig, cfg: VQVAETrainingConfig, ctx: Distri
                 group["lr"] = lr
             tic = time.time()
             x = next(batches).to(device, non_blocking=True)
+            if cfg.finetune_decoder:
+                freeze_encoder_and_quantizer(model)  # validation's model.train() would unfreeze the codebook
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
                 out = train_model(x)
             terms = vqvae_loss(out, x, cfg, lpips_model)
@@ -380,6 +446,11 @@ def _train(config, model_cfg: VQVAEConfig, cfg: VQVAETrainingConfig, ctx: Distri
     if val_frames is not None:
         final = evaluate_frames(model, val_frames, device)
         logger.log(step, final, kind="val")
+    if cfg.finetune_decoder:
+        check_frozen_unchanged(model, os.path.join(cfg.init_from, ckio.VQVAE_WEIGHTS))
+        barrier(ctx)
+        logger.close()
+        return TrainResult(run_dir, step, train_seconds, final)
     stats_dataset = ClipDataset(data_root, "train", frames_per_sample=1, size=model_cfg.input_size, windows="all")
     normalizer = compute_latent_statistics(model, stats_dataset, device, cfg.stats_max_frames, ctx,
                                            progress=progress)
