@@ -146,3 +146,20 @@ def test_fvd_protocol_records_the_settings():
     protocol = fvd_protocol(200, 10, 64, includes_conditioning=True, num_observed=1)
     assert protocol["num_videos"] == 200 and protocol["frames_per_clip"] == 10
     assert protocol["includes_conditioning_frames"] is True and protocol["i3d_input_resolution"] == 224
+
+
+def test_a_download_that_is_not_the_weights_never_lands_in_the_cache(tmp_path, monkeypatch):
+    import io
+    import urllib.request
+
+    from smokeflow.metrics import fvd
+
+    # A sign-in page instead of the file (what share links often return to scripts).
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO(b"<html>sign in</html>"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    result = load_i3d(download=True, timeout_s=1.0)
+    assert result.model is None and "download failed" in result.reason
+    assert not (tmp_path / "hub" / "checkpoints" / I3D_FILENAME).exists()
+    assert not list((tmp_path / "hub" / "checkpoints").glob("*.partial"))
+    assert fvd.I3D_URL.startswith("https://")

@@ -78,16 +78,21 @@ def unavailable_fix() -> str:
 
 
 def _try_download(destination: str, timeout_s: float) -> str | None:
-    """One download attempt; returns an error text on failure. Writes atomically (no half files)."""
+    """One download attempt; returns an error text on failure. The file is checked (a torch state dict
+    with I3D's classifier) before it is moved into place, so a failed or HTML "download" never lands in
+    the cache."""
     os.makedirs(os.path.dirname(destination), exist_ok=True)
     partial = destination + ".partial"
     try:
         with urllib.request.urlopen(I3D_URL, timeout=timeout_s) as response, open(partial, "wb") as out:
             while block := response.read(1 << 20):
                 out.write(block)
+        state = torch.load(partial, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or "logits.conv3d.weight" not in state:
+            raise ValueError("the downloaded file is not the I3D state dict (the link may need a browser)")
         os.replace(partial, destination)
         return None
-    except Exception as err:  # no network, DNS failure, timeout, HTTP error: all mean "not downloadable"
+    except Exception as err:  # no network, DNS failure, timeout, HTTP error, wrong file: all "not available"
         if os.path.exists(partial):
             os.remove(partial)
         return f"{type(err).__name__}: {err}"
