@@ -380,10 +380,16 @@ def write_sweep_html(rows: list[dict], path: str | os.PathLike, title: str = "sm
                 figure.add_trace(go.Scatter(
                     x=[number(r[x_key]) for r in group], y=[number(r.get(metric)) for r in group], mode="lines+markers",
                     name=f"{solver}, warm start {warm_start}", text=[f"N={r['steps']}" for r in group]))
+            # One dotted line per distinct baseline value (copy-last and linear extrapolation coincide
+            # with one observed frame; their labels would otherwise print on top of each other).
+            lines: dict[float, list[str]] = {}
             for r in baseline_rows:
                 value = number(r.get(metric))
                 if value is not None:
-                    figure.add_hline(y=value, line_dash="dot", annotation_text=r["predictor"])
+                    lines.setdefault(round(value, 6), []).append(r["predictor"])
+            for value, names in lines.items():
+                figure.add_hline(y=value, line_dash="dot", annotation_text=" = ".join(names),
+                                 annotation_position="top left")
             figure.update_layout(title=f"{metric} vs {x_label}", xaxis_title=x_label, yaxis_title=metric, height=380)
             parts.append(_figure_html(figure, include_js))
             include_js = False
