@@ -24,11 +24,11 @@ import os
 import numpy as np
 import torch
 
+from smokeflow.data.clip_windows import WINDOW_MODES, ClipWindows, clip_span
 from smokeflow.data.dataset_index import KIND_FRAMES, VideoEntry
 from smokeflow.data.layouts import list_videos, read_video_entry
 from smokeflow.errors import DataError
 
-WINDOW_MODES = ("random", "all", "first")
 
 
 def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -71,7 +71,7 @@ class ClipDataset(torch.utils.data.Dataset):
         if max_videos is not None:
             videos = videos[:max_videos]
         self.videos: list[VideoEntry] = videos
-        self.span = (frames_per_sample - 1) * (skip_frames + 1) + 1
+        self.span = clip_span(frames_per_sample, skip_frames)
         short = [v for v in videos if v.num_frames < self.span]
         if short:
             v = short[0]
@@ -80,41 +80,22 @@ class ClipDataset(torch.utils.data.Dataset):
                                    f"{self.span} frames (frames_per_sample={frames_per_sample}, "
                                    f"skip_frames={skip_frames}); {len(short)} of {len(videos)} videos of "
                                    f"split '{split}' are too short")
-        # "all": cumulative window counts to map a flat index to (video, start).
-        self._window_counts = np.array([v.num_frames - self.span + 1 for v in videos], dtype=np.int64)
-        self._window_offsets = np.concatenate([[0], np.cumsum(self._window_counts)])
+        self._planner = ClipWindows([v.num_frames for v in videos], frames_per_sample, skip_frames, windows,
+                                    random_horizontal_flip, seed)
         # Decoded video files (not PNG layouts), most recently used last: a video file must be decoded
         # whole, so keep a few around for the next windows of the same video.
         self._decoded: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
 
     def __len__(self) -> int:
-        return int(self._window_offsets[-1]) if self.windows == "all" else len(self.videos)
+        return len(self._planner)
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch for seeded windows/flips (like DistributedSampler.set_epoch)."""
-        self.epoch = int(epoch)
-
-    def _rng(self, index: int) -> np.random.Generator:
-        if self.seed is None:
-            return np.random.default_rng()
-        return np.random.default_rng([self.seed, self.epoch, index])
+        self.epoch = self._planner.epoch = int(epoch)
 
     def clip_plan(self, index: int) -> tuple[int, list[int], bool]:
         """(video index, frame indices in that video, flip) of item ``index``."""
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} clips")
-        rng = self._rng(index)
-        if self.windows == "random":
-            video = index
-            start = int(rng.integers(0, self._window_counts[video]))
-        elif self.windows == "first":
-            video, start = index, 0
-        else:
-            video = int(np.searchsorted(self._window_offsets, index, side="right") - 1)
-            start = int(index - self._window_offsets[video])
-        flip = bool(self.random_horizontal_flip and rng.random() < 0.5)
-        step = self.skip_frames + 1
-        return video, [start + k * step for k in range(self.frames_per_sample)], flip
+        return self._planner.plan(index)
 
     def _read(self, video: int, frame_indices: list[int]) -> np.ndarray:
         entry = self.videos[video]

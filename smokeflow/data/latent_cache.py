@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from smokeflow.data.clip_windows import ClipWindows, clip_span
 from smokeflow.data.dataset_index import KIND_FRAMES, VideoEntry
 from smokeflow.data.layouts import list_videos, read_video_entry
 from smokeflow.errors import DataError
@@ -341,12 +342,12 @@ class LatentClipDataset(torch.utils.data.Dataset):
         self.windows = windows
         self.seed = seed
         self.epoch = 0
-        self.span = (frames_per_sample - 1) * (skip_frames + 1) + 1
+        self.span = clip_span(frames_per_sample, skip_frames)
         self.videos = [v for v in index["videos"] if v["num_frames"] >= self.span]
         if not self.videos:
             raise DataError(self.folder, f"no video of split '{split}' has the {self.span} frames one clip needs")
-        self._window_counts = np.array([v["num_frames"] - self.span + 1 for v in self.videos], dtype=np.int64)
-        self._window_offsets = np.concatenate([[0], np.cumsum(self._window_counts)])
+        self._planner = ClipWindows([v["num_frames"] for v in self.videos], frames_per_sample, skip_frames,
+                                    windows, random_horizontal_flip, seed)
         self._arrays: dict[str, np.ndarray] = {}
 
     @property
@@ -369,25 +370,14 @@ class LatentClipDataset(torch.utils.data.Dataset):
         return self._arrays[name]
 
     def __len__(self) -> int:
-        return len(self.videos) if self.windows == "random" else int(self._window_offsets[-1])
+        return len(self._planner)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self.epoch = self._planner.epoch = int(epoch)
 
     def clip_plan(self, index: int) -> tuple[int, list[int], bool]:
         """(video index, frame indices within the video, flip) of item ``index``."""
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} clips")
-        rng = np.random.default_rng() if self.seed is None else np.random.default_rng([self.seed, self.epoch, index])
-        if self.windows == "random":
-            video = index
-            start = int(rng.integers(0, self._window_counts[video]))
-        else:
-            video = int(np.searchsorted(self._window_offsets, index, side="right") - 1)
-            start = int(index - self._window_offsets[video])
-        flip = bool(self.random_horizontal_flip and rng.random() < 0.5)
-        step = self.skip_frames + 1
-        return video, [start + k * step for k in range(self.frames_per_sample)], flip
+        return self._planner.plan(index)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         video, frames, flip = self.clip_plan(index)
