@@ -67,7 +67,12 @@ def test_cli_training_writes_a_complete_self_contained_run(latent_data, tmp_path
 
 def test_resume_after_a_stop_repeats_the_uninterrupted_run_exactly(latent_data, tmp_path):
     full, _ = _train(str(tmp_path), latent_data, "full")
-    part, _ = _train(str(tmp_path), latent_data, "part", stop_after_step=3)  # as if killed after step 3
+    root, vqvae = latent_data
+    # As if killed after step 3 (through the CLI, which comparison runs use).
+    assert cli_main(["train", "--run-name", "part", "--config", TINY_CONFIG, "--random-seed", "3", "--device", "cpu",
+                     "--data", root, "--vqvae-checkpoint", vqvae, "--runs-dir", str(tmp_path), "--no-progress",
+                     "--stop-after-step", "3"]) == 0
+    part = os.path.join(str(tmp_path), "part")
     state = torch.load(os.path.join(part, "train_state.pt"), weights_only=True)
     assert state["step"] == 3
     _train(str(tmp_path), latent_data, "part", resume=True)

@@ -1,5 +1,7 @@
 """The vector field network on the tiny config: shapes, cached conditioning equals the full call, inputs used."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -59,5 +61,19 @@ def test_samples_do_not_mix_and_gradients_reach_all_parameters(tiny_model):
 def test_bad_settings_raise_config_errors():
     with pytest.raises(ConfigError, match="unknown key"):
         FlowConfig.from_section({"vector_field_regressor": {"inner_dims": 3}})
+    with pytest.raises(ConfigError, match="activation"):
+        FlowConfig.from_section({"vector_field_regressor": {"activation": "relu6"}})
     with pytest.raises(ConfigError, match="divisible"):
         FlowConfig.from_section({"vector_field_regressor": {"inner_dim": 30, "num_heads": 4}})
+
+
+def test_activation_choice_keeps_the_weights_and_changes_only_the_nonlinearity(tiny_model):
+    """Both GELU forms have no parameters: the same state dict loads into either; outputs differ slightly."""
+    exact_config = dataclasses.replace(tiny_model.config, activation="gelu")
+    exact = build_vector_field(FlowConfig(sigma=1e-7, vector_field_regressor=exact_config)).eval()
+    exact.load_state_dict(tiny_model.state_dict())
+    x, t, ref, ctx, dist = _inputs(tiny_model)
+    a, b = tiny_model(x, t, ref, ctx, dist), exact(x, t, ref, ctx, dist)
+    assert not torch.equal(a, b) and torch.allclose(a, b, atol=0.05)
+    mlp = exact.in_blocks[0].mlp[1]
+    assert isinstance(mlp, torch.nn.GELU) and mlp.approximate == "none"

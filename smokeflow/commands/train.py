@@ -25,6 +25,9 @@ def add_arguments(parser) -> None:
                         help="VQVAE folder whose files are copied into the run (default: <data>/VQVAE_READY)")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop (after a checkpoint) after this many minutes; continue later with --resume")
+    parser.add_argument("--stop-after-step", type=int, default=None,
+                        help="stop after this step (and its checkpoint, if due) with the schedule of max_steps, "
+                             "as if killed there; for short comparison runs; continue later with --resume")
     parser.add_argument("--init-from", default=None,
                         help="folder whose flow.safetensors initialises the network (fine-tuning)")
     parser.add_argument("--runs-dir", default="runs", help="folder that holds run folders")
@@ -37,7 +40,8 @@ def _command_line(args) -> list[str]:
             "--runs-dir", args.runs_dir]
     for flag, value in (("--device", args.device), ("--max-steps", args.max_steps), ("--data", args.data),
                         ("--vqvae-checkpoint", args.vqvae_checkpoint),
-                        ("--max-minutes", args.max_minutes), ("--init-from", args.init_from)):
+                        ("--max-minutes", args.max_minutes), ("--init-from", args.init_from),
+                        ("--stop-after-step", args.stop_after_step)):
         if value is not None:
             argv += [flag, str(value)]
     for flag, on in (("--wandb", args.wandb), ("--resume", args.resume), ("--no-progress", args.no_progress)):
@@ -65,7 +69,8 @@ def run(args) -> int:
     metrics = train_flow(run_dir, config, data_root, seed=args.random_seed, device=device,
                          max_steps=args.max_steps, resume=args.resume, vqvae_checkpoint=args.vqvae_checkpoint,
                          use_wandb=args.wandb, show_progress=not args.no_progress,
-                         max_minutes=args.max_minutes, init_from=args.init_from)
+                         max_minutes=args.max_minutes, init_from=args.init_from,
+                         stop_after_step=args.stop_after_step)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"smokeflow train: run folder {run_dir}; last metrics {metrics}")
     return 0

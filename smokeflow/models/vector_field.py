@@ -27,6 +27,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+# Both GELU forms have no weights, so the choice only has to match what the model was trained with.
+_ACTIVATIONS = {"gelu_tanh": lambda: nn.GELU(approximate="tanh"), "gelu": lambda: nn.GELU()}
+
+
 @dataclass
 class VectorFieldConfig:
     """Settings of the vector field network (RIVER-compatible names).
@@ -34,7 +38,8 @@ class VectorFieldConfig:
     state_size: latent channels C; state_res: latent [h, w]; inner_dim: token width; depth: blocks in each
     half of the U (input and output); mid_depth: blocks in the middle; num_heads: attention heads;
     max_distance: largest index distance tau - c with its own embedding (larger ones are clamped);
-    mlp_ratio: hidden width of the feed-forward part relative to inner_dim.
+    mlp_ratio: hidden width of the feed-forward part relative to inner_dim; activation: the feed-forward
+    non-linearity, ``gelu_tanh`` (tanh approximation) or ``gelu`` (exact erf form, about 2x cheaper on CPU).
     """
 
     state_size: int = 256
@@ -45,8 +50,11 @@ class VectorFieldConfig:
     num_heads: int = 8
     max_distance: int = 32
     mlp_ratio: float = 4.0
+    activation: str = "gelu_tanh"
 
     def __post_init__(self):
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {self.activation!r}")
         self.state_res = [int(v) for v in self.state_res]
         if len(self.state_res) != 2 or min(self.state_res) < 1:
             raise ValueError(f"state_res must be [h, w] with positive sizes, got {self.state_res}")
@@ -78,7 +86,8 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, skip: bool = False):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, skip: bool = False,
+                 activation: str = "gelu_tanh"):
         super().__init__()
         # Output blocks of the U fuse the kept activation of the matching input block first.
         self.skip_fuse = nn.Linear(2 * dim, dim) if skip else None
@@ -86,7 +95,7 @@ class Block(nn.Module):
         self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim)
         hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), _ACTIVATIONS[activation](), nn.Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         if self.skip_fuse is not None:
@@ -127,11 +136,10 @@ class VectorField(nn.Module):
         self.position_embedding = nn.Parameter(torch.zeros(1, h * w, d))
         self.distance_embedding = nn.Embedding(config.max_distance + 1, d)
         self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
-        self.in_blocks = nn.ModuleList(Block(d, config.num_heads, config.mlp_ratio) for _ in range(config.depth))
-        self.mid_blocks = nn.ModuleList(
-            Block(d, config.num_heads, config.mlp_ratio) for _ in range(config.mid_depth))
-        self.out_blocks = nn.ModuleList(
-            Block(d, config.num_heads, config.mlp_ratio, skip=True) for _ in range(config.depth))
+        block = dict(num_heads=config.num_heads, mlp_ratio=config.mlp_ratio, activation=config.activation)
+        self.in_blocks = nn.ModuleList(Block(d, **block) for _ in range(config.depth))
+        self.mid_blocks = nn.ModuleList(Block(d, **block) for _ in range(config.mid_depth))
+        self.out_blocks = nn.ModuleList(Block(d, skip=True, **block) for _ in range(config.depth))
         self.norm_out = nn.LayerNorm(d)
         self.head = nn.Linear(d, c)
         self._init_weights()
