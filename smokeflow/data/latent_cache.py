@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from smokeflow.data.clip_windows import ClipWindows, clip_span
+from smokeflow.data.clip_windows import WINDOW_MODES, ClipWindows, clip_span
 from smokeflow.data.dataset_index import KIND_FRAMES, VideoEntry
 from smokeflow.data.layouts import list_videos, read_video_entry
 from smokeflow.errors import DataError
@@ -315,6 +315,7 @@ class LatentClipDataset(torch.utils.data.Dataset):
     Items: float32 tensors [T,C,h,w] (T = frames_per_sample), frames every ``skip_frames + 1``.
     windows="random" (default): one item per video, random start (and flip with probability 1/2 when
     ``random_horizontal_flip``; needs a cache built with flips). windows="all": every window of every video.
+    windows="first": the first window of every video (the modes of :class:`ClipWindows`).
     seed: None (fresh randomness per access) or an int (items depend on seed, epoch, index).
     """
 
@@ -324,8 +325,8 @@ class LatentClipDataset(torch.utils.data.Dataset):
         if frames_per_sample < 1 or skip_frames < 0:
             raise ValueError(f"need frames_per_sample >= 1 and skip_frames >= 0, got {frames_per_sample}, "
                              f"{skip_frames}")
-        if windows not in ("random", "all"):
-            raise ValueError(f"windows must be 'random' or 'all', got {windows!r}")
+        if windows not in WINDOW_MODES:  # checked before any file is read; the planner supports these modes
+            raise ValueError(f"windows must be one of {WINDOW_MODES}, got {windows!r}")
         self.folder = resolve_cache_dir(cache_dir_or_data_root, split)
         index = read_index(self.folder)
         if index is None or index.get("version") != CACHE_VERSION:
