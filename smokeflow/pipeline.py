@@ -69,8 +69,9 @@ class SmokeFlow:
     """A frozen VQVAE with its latent normalisation, plus (optionally) the flow predictor."""
 
     def __init__(self, vqvae: VQVAE, normalizer: LatentNormalizer, config: dict, folder: str | None = None,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", compile: bool = False):
         self.device = torch.device(device)
+        self.compile = compile
         self.vqvae = vqvae.to(self.device).eval()
         self.normalizer = normalizer.to(self.device)
         self.config = config
@@ -79,8 +80,12 @@ class SmokeFlow:
 
     # ------------------------------------------------------------------------------------ loading
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device = "cpu") -> "SmokeFlow":
+    def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device = "cpu",
+                        compile: bool = False) -> "SmokeFlow":
         """Load a checkpoint folder (shipped ``checkpoints/default`` or a run folder ``runs/<name>``).
+
+        compile: run the flow network's per-step call through ``torch.compile`` (faster at batch 1; the first
+        prediction compiles for 20-40 s on a 2-core CPU; see :mod:`smokeflow.flow.compiled_velocity`).
 
         Raises CheckpointError naming the file for a missing folder/file, a truncated or corrupt weights
         file, or weights that do not fit the config.
@@ -108,7 +113,7 @@ class SmokeFlow:
         if normalizer.mean.numel() != vqvae_config.latent_channels:
             raise CheckpointError(stats_path, f"statistics have {normalizer.mean.numel()} channels, the VQVAE "
                                               f"has {vqvae_config.latent_channels}")
-        return cls(vqvae, normalizer, config, folder, device)
+        return cls(vqvae, normalizer, config, folder, device, compile=compile)
 
     @property
     def input_size(self) -> int:
@@ -128,7 +133,7 @@ class SmokeFlow:
                                      "that has one, e.g. checkpoints/default")
             from smokeflow.flow.predictor import FlowPredictor
 
-            self._flow = FlowPredictor.from_folder(self.folder, self.device)
+            self._flow = FlowPredictor.from_folder(self.folder, self.device, compile=self.compile)
         return self._flow
 
     # ------------------------------------------------------------------------------- autoencoder

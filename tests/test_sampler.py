@@ -98,3 +98,29 @@ def test_bad_arguments_are_rejected(predictor):
             predictor.predict_latents(z, 2, **kwargs)
     with pytest.raises(ValueError, match="z_obs"):
         predictor.predict_latents(torch.zeros(2, 3, 8, 8), 2)
+
+
+def test_compiled_velocity_gives_the_eager_rollout(predictor):
+    """torch.compile of the per-step call (real inductor compile of the tiny net) changes speed, not results."""
+    compiled = FlowPredictor(predictor.model, predictor.path, compile=True)
+    z = _obs(predictor, 2)
+    eager = predictor.predict_latents(z, 2, steps=3, num_samples=2, seed=5)
+    fast = compiled.predict_latents(z, 2, steps=3, num_samples=2, seed=5)
+    assert compiled.velocity_fn.failure is None
+    assert fast.nfe == eager.nfe
+    torch.testing.assert_close(fast.latents, eager.latents, rtol=1e-4, atol=1e-4)
+
+
+def test_failed_compilation_falls_back_to_eager_with_a_warning(predictor, monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def call(*args):
+            raise RuntimeError("no C++ compiler found\nlong traceback text")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    compiled = FlowPredictor(predictor.model, predictor.path, compile=True)
+    z = _obs(predictor, 1)
+    with pytest.warns(RuntimeWarning, match="no C.. compiler found.*running it eagerly"):
+        out = compiled.predict_latents(z, 2, steps=2, seed=1)
+    assert compiled.velocity_fn.failure == "RuntimeError: no C++ compiler found"
+    torch.testing.assert_close(out.latents, predictor.predict_latents(z, 2, steps=2, seed=1).latents)

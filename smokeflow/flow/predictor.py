@@ -48,10 +48,18 @@ def load_flow_weights(model: VectorField, weights_path: str) -> None:
 class FlowPredictor:
     """Predicts future latent frames with a trained vector field (see :func:`smokeflow.flow.sampler.rollout`)."""
 
-    def __init__(self, model: VectorField, path: FlowPath, device: str | torch.device = "cpu"):
+    def __init__(self, model: VectorField, path: FlowPath, device: str | torch.device = "cpu",
+                 compile: bool = False):
+        """compile: run the per-step network call through ``torch.compile`` (see
+        :mod:`smokeflow.flow.compiled_velocity`: faster at batch 1, but the first call compiles for seconds)."""
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.path = path
+        self.velocity_fn = None
+        if compile:
+            from smokeflow.flow.compiled_velocity import CompiledVelocity
+
+            self.velocity_fn = CompiledVelocity(self.model)
 
     @classmethod
     def from_config(cls, config: FlowConfig, device="cpu") -> "FlowPredictor":
@@ -59,7 +67,8 @@ class FlowPredictor:
         return cls(build_vector_field(config), FlowPath(config.sigma), device)
 
     @classmethod
-    def from_folder(cls, folder: str | os.PathLike, device: str | torch.device = "cpu") -> "FlowPredictor":
+    def from_folder(cls, folder: str | os.PathLike, device: str | torch.device = "cpu",
+                    compile: bool = False) -> "FlowPredictor":
         """Load ``config.yaml`` (flow section) and ``flow.safetensors`` from a checkpoint folder."""
         folder = os.fspath(folder)
         config_path = os.path.join(folder, "config.yaml")
@@ -68,7 +77,7 @@ class FlowPredictor:
         config = FlowConfig.from_section(load_config(config_path).get("flow"))
         model = build_vector_field(config)
         load_flow_weights(model, os.path.join(folder, FLOW_WEIGHTS))
-        return cls(model, FlowPath(config.sigma), device)
+        return cls(model, FlowPath(config.sigma), device, compile=compile)
 
     def predict_latents(self, z_obs: torch.Tensor, num_frames: int, steps: int = 10, solver: str = "euler",
                         warm_start: float = 0.0, num_samples: int = 1, seed: int = 0,
@@ -84,4 +93,4 @@ class FlowPredictor:
                              f"got {tuple(z_obs.shape)}")
         return rollout(self.model, self.path, z_obs, num_frames, steps=steps, solver=solver,
                        warm_start=warm_start, num_samples=num_samples, seed=seed,
-                       context_policy=context_policy, callback=callback)
+                       context_policy=context_policy, callback=callback, velocity_fn=self.velocity_fn)

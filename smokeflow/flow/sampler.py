@@ -77,16 +77,21 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
             solver: str = "euler", warm_start: float = 0.0, num_samples: int = 1, seed: int = 0,
             context_policy: str = "per_call",
             callback: Callable[[RolloutProgress], None] | None = None,
-            rtol: float = 1e-3, atol: float = 1e-3) -> RolloutResult:
+            rtol: float = 1e-3, atol: float = 1e-3,
+            velocity_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+            ) -> RolloutResult:
     """Generate ``num_frames`` latent frames after the observed ones, for ``num_samples`` samples in a batch.
 
     z_obs: float [T_obs, C, h, w] normalised observed latents (T_obs >= 1). Returns a :class:`RolloutResult`
     with latents [num_samples, num_frames, C, h, w] on z_obs's device. rtol/atol are dopri5's tolerances
-    (1e-3 is far below what a decoded 8-bit frame can show).
+    (1e-3 is far below what a decoded 8-bit frame can show). velocity_fn: the per-step network call with
+    ``model.velocity``'s signature (default: ``model.velocity``; e.g. a
+    :class:`~smokeflow.flow.compiled_velocity.CompiledVelocity`).
     """
     _check_arguments(z_obs, num_frames, steps, solver, warm_start, num_samples, context_policy)
     start = time.perf_counter()
     model.eval()
+    velocity_fn = velocity_fn or model.velocity
     device = z_obs.device
     param = next(model.parameters())
     z_obs = z_obs.to(device=param.device, dtype=param.dtype)
@@ -123,7 +128,7 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
         def velocity(t, y):
             condition = frame_condition if frame_condition is not None else draw_condition()
             with autocast:
-                v = model.velocity(y, t.expand(y.shape[0]), condition)
+                v = velocity_fn(y, t.expand(y.shape[0]), condition)
             return v.to(y.dtype)
 
         def on_step(step, num_steps):

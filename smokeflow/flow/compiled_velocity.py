@@ -1,0 +1,43 @@
+"""Optional ``torch.compile`` of the one call that runs at every ODE step: :meth:`VectorField.velocity`.
+
+Why: at batch 1 (one sample, the app's common case) a call of the shipped model is 65 tokens through small
+matmuls plus many small element-wise ops (layer norms, GELU, residual adds, reshapes), each paying eager
+dispatch overhead. Inductor fuses the element-wise ops into generated C++ kernels; on the 2-core CPU this
+raised the network from about 40 % to about 50 % of a plain fp32 matmul's GFLOP/s at batch 1 (see
+``benchmarks/bench_flow.py``, which prints both). At batch 8 eager is already near the matmul figure.
+
+Cost: the first call compiles (20-40 s on 2 cores; inductor caches generated code on disk, so later
+processes start faster) and each new batch size compiles again. So it is off by default and switched on with
+``compile=True`` (``SmokeFlow.from_pretrained``) or ``--compile`` (CLI). Compilation is an optimisation,
+never a requirement: if it fails (no C++ compiler, unsupported platform) the call falls back to eager with
+one warning that says why.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from smokeflow.models.vector_field import VectorField
+
+
+class CompiledVelocity:
+    """Callable with the signature of ``model.velocity(x_t [B,C,h,w], t [B], condition [B,h*w,D])``."""
+
+    def __init__(self, model: VectorField):
+        self.model = model
+        self.failure: str | None = None  # why compilation was given up, once it was
+        # dynamic=False: the shapes of one rollout repeat (batch K, 65 tokens); static shapes compile the
+        # tightest kernels, and a new K simply compiles once more.
+        self._compiled = torch.compile(model.velocity, dynamic=False)
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        if self.failure is None:
+            try:
+                return self._compiled(x_t, t, condition)
+            except Exception as err:  # noqa: BLE001 - any compiler failure falls back to the same eager call
+                self.failure = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
+                warnings.warn(f"torch.compile of the flow model failed ({self.failure}); running it eagerly "
+                              "(same results, slower)", RuntimeWarning, stacklevel=2)
+        return self.model.velocity(x_t, t, condition)
