@@ -45,6 +45,40 @@ def save_config(config: dict[str, Any], path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
+def apply_overrides(config: dict[str, Any], items: list[str] | None) -> dict[str, Any]:
+    """Return a copy of ``config`` with ``SECTION.KEY=VALUE`` items applied (VALUE parsed as YAML).
+
+    For one-off changes from the command line (``smokeflow train --set flow_training.learning_rate=2e-4``)
+    instead of a copied config file. The sections must exist; a key the file leaves at its default may be
+    set, and a misspelt key is rejected when the section is read (``section_to_dataclass``).
+    """
+    import copy
+
+    config = copy.deepcopy(config)
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) < 2 or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. flow_training.max_steps=1000")
+        node = config
+        for depth, part in enumerate(parts[:-1]):
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"--set {item!r}: the config has no section {'.'.join(parts[:depth + 1])!r}")
+            node = node[part]
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({err})") from None
+        if isinstance(value, str):
+            # YAML 1.1 reads "2e-4" (no dot) as a string; on a command line it means the number.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        node[parts[-1]] = value
+    return config
+
+
 def section_to_dataclass(cls: type[T], section: dict[str, Any] | None, where: str) -> T:
     """Build dataclass ``cls`` from a config section, rejecting unknown keys.
 

@@ -122,6 +122,8 @@ def test_loss_options_change_the_loss_and_the_schedule_warms_up_then_decays(late
     assert plain == loss(base)  # same draws -> same loss
     assert loss(dataclasses.replace(base, smoke_weight=5.0)) != plain
     assert loss(dataclasses.replace(base, condition_noise=0.5)) != plain
+    on_predictions = dataclasses.replace(base, rollout_reference_prob=1.0, rollout_reference_steps=2)
+    assert loss(on_predictions) == loss(on_predictions) != plain
     lr = [learning_rate_factor(s, dataclasses.replace(base, warmup_steps=4, max_steps=20)) for s in range(20)]
     assert lr[0] < lr[3] == 1.0 and lr[-1] < lr[10] < lr[4]
     assert abs(lr[-1] - base.min_lr_ratio) < 0.02
@@ -157,3 +159,49 @@ def test_init_from_starts_from_another_runs_weights(latent_data, tmp_path):
     # One more step moves the weights only a little away from the run it started from.
     dist = lambda x, y: sum((x[k] - y[k]).abs().sum().item() for k in x)  # noqa: E731
     assert dist(a, b) < dist(a, c)
+
+
+def test_predicted_references_are_made_exactly_as_the_sampler_makes_frames(latent_data):
+    """The training-time prediction of a reference frame is the sampler's prediction (same noise, same steps)."""
+    from smokeflow.data.latent_cache import LatentClipDataset
+    from smokeflow.flow.sampler import rollout
+    from smokeflow.training.rollout_reference import predicted_references
+
+    root, _ = latent_data
+    model = build_vector_field(FlowConfig.from_section(load_config(TINY_CONFIG)["flow"]))
+    torch.nn.init.normal_(model.head.weight, std=0.1)
+    clip = torch.as_tensor(LatentClipDataset(root, "train", 4, windows="all", seed=0)[0])
+    clips = clip.unsqueeze(0).expand(3, -1, -1, -1, -1)  # the same clip 3 times, like K samples of it
+    predicted = predicted_references(model, FlowPath(), clips, torch.ones(3, dtype=torch.long), steps=3,
+                                     warm_start=0.1, generator=torch.Generator().manual_seed(7))
+    sampled = rollout(model, FlowPath(), clip[:1], num_frames=1, steps=3, solver="euler", warm_start=0.1,
+                      num_samples=3, seed=7).latents[:, 0]
+    torch.testing.assert_close(predicted, sampled)
+    assert not torch.allclose(predicted, clip[1])  # a prediction, not the true frame
+    # Later frames: the context is drawn from the frames before the previous one (distance >= 2).
+    later = predicted_references(model, FlowPath(), clips, torch.tensor([1, 2, 3]), steps=2, warm_start=0.0,
+                                 generator=torch.Generator().manual_seed(1))
+    assert later.shape == (3, *clip.shape[1:]) and torch.isfinite(later).all()
+    with pytest.raises(ValueError, match="ref_idx >= 1"):
+        predicted_references(model, FlowPath(), clips, torch.zeros(3, dtype=torch.long), 2, 0.1,
+                             torch.Generator())
+
+
+def test_cli_set_overrides_config_values_and_trains_on_predicted_references(latent_data, tmp_path, capsys):
+    root, vqvae = latent_data
+    base = ["train", "--run-name", "s", "--config", TINY_CONFIG, "--device", "cpu", "--data", root,
+            "--vqvae-checkpoint", vqvae, "--runs-dir", str(tmp_path), "--no-progress"]
+    code = cli_main(base + ["--set", "flow_training.rollout_reference_prob=0.5", "flow_training.max_steps=3",
+                               "flow_training.learning_rate=2e-4"])
+    assert code == 0
+    saved = load_config(str(tmp_path / "s" / "config.yaml"))["flow_training"]
+    assert saved["rollout_reference_prob"] == 0.5 and saved["max_steps"] == 3 and saved["learning_rate"] == 2e-4
+    assert [r["step"] for r in read_metrics(tmp_path / "s", "train")][-1] == 3
+    # A typo is an error that names the key, never a silently added setting.
+    assert cli_main(base[:2] + ["t"] + base[3:] + ["--set", "flow_training.learning_rat=1"]) != 0
+    assert "'flow_training': unknown key(s) ['learning_rat']" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
+    assert cli_main(base[:2] + ["t"] + base[3:] + ["--set", "flow_trainin.max_steps=1"]) != 0
+    assert "no section 'flow_trainin'" in capsys.readouterr().err
+    assert cli_main(base + ["--resume", "--set", "flow_training.max_steps=4"]) != 0
+    assert "--set cannot be combined with --resume" in capsys.readouterr().err

@@ -30,6 +30,9 @@ def add_arguments(parser) -> None:
                              "as if killed there; for short comparison runs; continue later with --resume")
     parser.add_argument("--init-from", default=None,
                         help="folder whose flow.safetensors initialises the network (fine-tuning)")
+    parser.add_argument("--set", nargs="+", default=None, metavar="SECTION.KEY=VALUE",
+                        help="change config values for this run, e.g. flow_training.learning_rate=2e-4 "
+                             "(recorded in the run's config.yaml; not with --resume)")
     parser.add_argument("--runs-dir", default="runs", help="folder that holds run folders")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -44,6 +47,8 @@ def _command_line(args) -> list[str]:
                         ("--stop-after-step", args.stop_after_step)):
         if value is not None:
             argv += [flag, str(value)]
+    if args.set:
+        argv += ["--set", *args.set]
     for flag, on in (("--wandb", args.wandb), ("--resume", args.resume), ("--no-progress", args.no_progress)):
         if on:
             argv.append(flag)
@@ -51,7 +56,7 @@ def _command_line(args) -> list[str]:
 
 
 def run(args) -> int:
-    from smokeflow.config import load_config
+    from smokeflow.config import apply_overrides, load_config
     from smokeflow.training.distributed import needs_relaunch, relaunch_with_torchrun
     from smokeflow.training.flow_trainer import train_flow
 
@@ -62,9 +67,11 @@ def run(args) -> int:
     device = args.device
     run_dir = os.path.join(args.runs_dir, args.run_name)
     if args.resume:
+        if args.set:
+            raise ConfigError("--set cannot be combined with --resume: a resumed run keeps its config.yaml")
         config = load_config(os.path.join(run_dir, "config.yaml"))
     else:
-        config = load_config(args.config)
+        config = apply_overrides(load_config(args.config), args.set)
     data_root = args.data or config.get("data", {}).get("data_path", "final_dataset")
     metrics = train_flow(run_dir, config, data_root, seed=args.random_seed, device=device,
                          max_steps=args.max_steps, resume=args.resume, vqvae_checkpoint=args.vqvae_checkpoint,

@@ -37,6 +37,7 @@ from smokeflow.training.checkpoint_io import (FLOW_WEIGHTS, LATENT_STATS, TRAIN_
                                               load_train_state, rng_state, save_train_state, save_weights,
                                               set_rng_state)
 from smokeflow.training.distributed import barrier, cleanup_distributed, init_distributed
+from smokeflow.training.rollout_reference import predicted_references
 from smokeflow.training.run_logger import RunLogger, truncate_after_step
 
 # Files of the VQVAE checkpoint copied into every flow run, so the run folder is self-contained.
@@ -53,7 +54,10 @@ class FlowTrainingConfig:
     (1 = off: loss weight of smoke positions, found as positions whose latent differs from the latent of a
     black frame by more than ``smoke_threshold`` RMS), ``condition_noise`` (0 = off: Gaussian noise of std
     U[0, condition_noise] added to reference and context latents), ``reference_as_context_prob``
-    (0 = RIVER: share of clips whose context is the reference itself, distance 1).
+    (0 = RIVER: share of clips whose context is the reference itself, distance 1),
+    ``rollout_reference_prob`` (0 = off: share of clips whose reference frame is the model's own prediction,
+    made with ``rollout_reference_steps`` Euler steps from warm start ``rollout_reference_warm_start``; see
+    :mod:`smokeflow.training.rollout_reference`).
     Bookkeeping: every ``log_every`` steps a metrics line, every ``val_every`` a validation loss over
     ``val_batches`` batches, every ``sample_every`` a rollout GIF, every ``checkpoint_every`` a checkpoint.
     """
@@ -71,6 +75,9 @@ class FlowTrainingConfig:
     smoke_threshold: float = 0.5
     condition_noise: float = 0.0
     reference_as_context_prob: float = 0.1
+    rollout_reference_prob: float = 0.0
+    rollout_reference_steps: int = 3
+    rollout_reference_warm_start: float = 0.1
     log_every: int = 25
     val_every: int = 250
     val_batches: int = 4
@@ -87,6 +94,10 @@ class FlowTrainingConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.smoke_weight < 1.0 or self.condition_noise < 0 or not 0 <= self.reference_as_context_prob <= 1:
             raise ValueError("smoke_weight must be >= 1, condition_noise >= 0, reference_as_context_prob in [0,1]")
+        if not 0 <= self.rollout_reference_prob <= 1 or int(self.rollout_reference_steps) < 1 \
+                or not 0 <= self.rollout_reference_warm_start < 1:
+            raise ValueError("rollout_reference_prob must be in [0, 1], rollout_reference_steps >= 1, "
+                             "rollout_reference_warm_start in [0, 1)")
 
     @classmethod
     def from_section(cls, section: dict | None) -> "FlowTrainingConfig":
@@ -150,6 +161,17 @@ def training_loss(model, path: FlowPath, clips: torch.Tensor, config: FlowTraini
     rows = torch.arange(b)
     z, z_ref, z_ctx = clips[rows, target_idx], clips[rows, ref_idx], clips[rows, ctx_idx]
     device = clips.device
+    if config.rollout_reference_prob > 0:
+        chosen = torch.rand(b, generator=generator) < config.rollout_reference_prob
+        if chosen.any():
+            predicted = predicted_references(model, path, clips[chosen.to(device)], ref_idx[chosen],
+                                             int(config.rollout_reference_steps),
+                                             config.rollout_reference_warm_start, generator)
+            z_ref = z_ref.clone()
+            z_ref[chosen.to(device)] = predicted
+            # Where the context is the reference itself (distance 1), it is the predicted frame too.
+            same = (chosen & (ctx_idx == ref_idx)).to(device)
+            z_ctx = torch.where(same[:, None, None, None], z_ref, z_ctx)
     if config.condition_noise > 0:
         std = (torch.rand(b, 1, 1, 1, generator=generator) * config.condition_noise).to(device)
         z_ref = z_ref + std * torch.randn(z_ref.shape, generator=generator).to(device)
@@ -352,7 +374,7 @@ def train_flow(run_dir: str, config: dict, data_root: str, seed: int = 0, device
 
     # Validation measures RIVER's plain loss whatever the options, so runs with and without them compare.
     val_config = dataclasses.replace(train_config, smoke_weight=1.0, condition_noise=0.0,
-                                     reference_as_context_prob=0.0)
+                                     reference_as_context_prob=0.0, rollout_reference_prob=0.0)
 
     @torch.no_grad()
     def validation_loss(weights: dict | None) -> float:
