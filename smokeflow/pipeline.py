@@ -85,7 +85,7 @@ class SmokeFlow:
         """Load a checkpoint folder (shipped ``checkpoints/default`` or a run folder ``runs/<name>``).
 
         compile: run the flow network's per-step call through ``torch.compile`` (faster at batch 1; the first
-        prediction compiles for 20-40 s on a 2-core CPU; see :mod:`smokeflow.flow.compiled_velocity`).
+        prediction compiles for up to ~40 s on a 2-core CPU; see :mod:`smokeflow.flow.compiled_velocity`).
 
         Raises CheckpointError naming the file for a missing folder/file, a truncated or corrupt weights
         file, or weights that do not fit the config.

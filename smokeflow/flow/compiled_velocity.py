@@ -2,12 +2,12 @@
 
 Why: at batch 1 (one sample, the app's common case) a call of the shipped model is 65 tokens through small
 matmuls plus many small element-wise ops (layer norms, GELU, residual adds, reshapes), each paying eager
-dispatch overhead. Inductor fuses the element-wise ops into generated C++ kernels; on the 2-core CPU this
-raised the network from about 40 % to about 50 % of a plain fp32 matmul's GFLOP/s at batch 1 (see
-``benchmarks/bench_flow.py``, which prints both). At batch 8 eager is already near the matmul figure.
+dispatch overhead. Inductor fuses the element-wise ops into generated C++ kernels; on the 2-core CPU a
+9-frame, 10-step rollout went from 0.89-1.30 s (eager) to 0.70-0.87 s (compiled) over three benchmark runs
+(``benchmarks/bench_flow.py`` prints both). At batch 8 eager is already near the matmul figure.
 
-Cost: the first call compiles (20-40 s on 2 cores; inductor caches generated code on disk, so later
-processes start faster) and each new batch size compiles again. So it is off by default and switched on with
+Cost: the first call compiles (about 40 s on 2 cores; 4-9 s once inductor's on-disk cache holds the
+generated code) and each new batch size compiles again. So it is off by default and switched on with
 ``compile=True`` (``SmokeFlow.from_pretrained``) or ``--compile`` (CLI). Compilation is an optimisation,
 never a requirement: if it fails (no C++ compiler, unsupported platform) the call falls back to eager with
 one warning that says why.
