@@ -59,7 +59,7 @@ def network_gflops(predictor: FlowPredictor, batch: int, repeats: int) -> float:
 
 
 def linear_layers_gflops(predictor: FlowPredictor, batch: int, repeats: int) -> float:
-    """GFLOP/s of the transformer blocks' linear layers alone, run back to back at their real shapes (batch x 65 tokens).
+    """GFLOP/s of the transformer blocks' linear layers alone, back to back at their real shapes (B x 65 tokens).
 
     Nothing else (norms, attention, activations, copies) runs, so this is the ceiling the whole network can
     reach on this machine at this batch size: small matmuls do not reach the 1024^3 figure.

@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-fvd-download", action="store_true", help="do not try to download the I3D weights")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the flow network (faster per step; the first call compiles for up to ~40 s)")
+                        help="torch.compile the flow network (faster per step; the first call compiles for "
+                             "up to ~40 s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

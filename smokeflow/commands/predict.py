@@ -22,7 +22,8 @@ def add_arguments(parser) -> None:
                         help="use only the last this-many frames of the input as observations (default: all)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the flow network (faster per step; the first call compiles for up to ~40 s)")
+                        help="torch.compile the flow network (faster per step; the first call compiles for "
+                             "up to ~40 s)")
     parser.add_argument("--fps", type=int, default=8)
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
