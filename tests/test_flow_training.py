@@ -124,6 +124,8 @@ def test_loss_options_change_the_loss_and_the_schedule_warms_up_then_decays(late
     assert loss(dataclasses.replace(base, condition_noise=0.5)) != plain
     on_predictions = dataclasses.replace(base, rollout_reference_prob=1.0, rollout_reference_steps=2)
     assert loss(on_predictions) == loss(on_predictions) != plain
+    chained = dataclasses.replace(on_predictions, rollout_reference_chain=3)
+    assert loss(chained) == loss(chained) != loss(on_predictions)
     lr = [learning_rate_factor(s, dataclasses.replace(base, warmup_steps=4, max_steps=20)) for s in range(20)]
     assert lr[0] < lr[3] == 1.0 and lr[-1] < lr[10] < lr[4]
     assert abs(lr[-1] - base.min_lr_ratio) < 0.02
@@ -185,6 +187,36 @@ def test_predicted_references_are_made_exactly_as_the_sampler_makes_frames(laten
     with pytest.raises(ValueError, match="ref_idx >= 1"):
         predicted_references(model, FlowPath(), clips, torch.zeros(3, dtype=torch.long), 2, 0.1,
                              torch.Generator())
+
+
+def test_chained_predictions_replace_a_run_of_frames_ending_at_the_reference(latent_data):
+    """Chains: the l frames up to the reference are predictions (l in 1..min(chain, ref_idx)), all others true."""
+    from smokeflow.data.latent_cache import LatentClipDataset
+    from smokeflow.training.rollout_reference import chained_predicted_clips
+
+    root, _ = latent_data
+    model = build_vector_field(FlowConfig.from_section(load_config(TINY_CONFIG)["flow"]))
+    torch.nn.init.normal_(model.head.weight, std=0.1)
+    dataset = LatentClipDataset(root, "train", 6, windows="all", seed=0)
+    clips = torch.stack([torch.as_tensor(dataset[i % len(dataset)]) for i in range(12)])
+    before = clips.clone()
+    ref_idx = torch.tensor([1, 2, 3, 4] * 3)
+    out = chained_predicted_clips(model, FlowPath(), clips, ref_idx, chain=3, steps=2, warm_start=0.1,
+                                  generator=torch.Generator().manual_seed(0))
+    assert torch.equal(clips, before) and out.shape == clips.shape
+    changed = (out != clips).flatten(2).any(-1)  # [B, T]: which frames are predictions
+    lengths = []
+    for row, ref in zip(changed, ref_idx.tolist()):
+        length = int(row.sum())
+        assert 1 <= length <= min(3, ref)
+        assert row[ref - length + 1 : ref + 1].all()  # one run of frames, ending at the reference
+        lengths.append(length)
+    assert max(lengths) > 1  # chains do occur
+    single = chained_predicted_clips(model, FlowPath(), clips, ref_idx, chain=1, steps=2, warm_start=0.1,
+                                     generator=torch.Generator().manual_seed(0))
+    assert ((single != clips).flatten(2).any(-1).sum(1) == 1).all()
+    with pytest.raises(ValueError, match="chain"):
+        chained_predicted_clips(model, FlowPath(), clips, ref_idx, 0, 2, 0.1, torch.Generator())
 
 
 def test_cli_set_overrides_config_values_and_trains_on_predicted_references(latent_data, tmp_path, capsys):

@@ -37,7 +37,7 @@ from smokeflow.training.checkpoint_io import (FLOW_WEIGHTS, LATENT_STATS, TRAIN_
                                               load_train_state, rng_state, save_train_state, save_weights,
                                               set_rng_state)
 from smokeflow.training.distributed import barrier, cleanup_distributed, init_distributed
-from smokeflow.training.rollout_reference import predicted_references
+from smokeflow.training.rollout_reference import chained_predicted_clips
 from smokeflow.training.run_logger import RunLogger, truncate_after_step
 
 # Files of the VQVAE checkpoint copied into every flow run, so the run folder is self-contained.
@@ -56,7 +56,8 @@ class FlowTrainingConfig:
     U[0, condition_noise] added to reference and context latents), ``reference_as_context_prob``
     (0 = RIVER: share of clips whose context is the reference itself, distance 1),
     ``rollout_reference_prob`` (0 = off: share of clips whose reference frame is the model's own prediction,
-    made with ``rollout_reference_steps`` Euler steps from warm start ``rollout_reference_warm_start``; see
+    made with ``rollout_reference_steps`` Euler steps from warm start ``rollout_reference_warm_start``, in
+    chains of up to ``rollout_reference_chain`` frames predicted from predictions; see
     :mod:`smokeflow.training.rollout_reference`).
     Bookkeeping: every ``log_every`` steps a metrics line, every ``val_every`` a validation loss over
     ``val_batches`` batches, every ``sample_every`` a rollout GIF, every ``checkpoint_every`` a checkpoint.
@@ -78,6 +79,7 @@ class FlowTrainingConfig:
     rollout_reference_prob: float = 0.0
     rollout_reference_steps: int = 3
     rollout_reference_warm_start: float = 0.1
+    rollout_reference_chain: int = 1
     log_every: int = 25
     val_every: int = 250
     val_batches: int = 4
@@ -95,9 +97,9 @@ class FlowTrainingConfig:
         if self.smoke_weight < 1.0 or self.condition_noise < 0 or not 0 <= self.reference_as_context_prob <= 1:
             raise ValueError("smoke_weight must be >= 1, condition_noise >= 0, reference_as_context_prob in [0,1]")
         if not 0 <= self.rollout_reference_prob <= 1 or int(self.rollout_reference_steps) < 1 \
-                or not 0 <= self.rollout_reference_warm_start < 1:
+                or not 0 <= self.rollout_reference_warm_start < 1 or int(self.rollout_reference_chain) < 1:
             raise ValueError("rollout_reference_prob must be in [0, 1], rollout_reference_steps >= 1, "
-                             "rollout_reference_warm_start in [0, 1)")
+                             "rollout_reference_warm_start in [0, 1), rollout_reference_chain >= 1")
 
     @classmethod
     def from_section(cls, section: dict | None) -> "FlowTrainingConfig":
@@ -164,14 +166,12 @@ def training_loss(model, path: FlowPath, clips: torch.Tensor, config: FlowTraini
     if config.rollout_reference_prob > 0:
         chosen = torch.rand(b, generator=generator) < config.rollout_reference_prob
         if chosen.any():
-            predicted = predicted_references(model, path, clips[chosen.to(device)], ref_idx[chosen],
-                                             int(config.rollout_reference_steps),
-                                             config.rollout_reference_warm_start, generator)
-            z_ref = z_ref.clone()
-            z_ref[chosen.to(device)] = predicted
-            # Where the context is the reference itself (distance 1), it is the predicted frame too.
-            same = (chosen & (ctx_idx == ref_idx)).to(device)
-            z_ctx = torch.where(same[:, None, None, None], z_ref, z_ctx)
+            used = clips.clone()
+            used[chosen.to(device)] = chained_predicted_clips(
+                model, path, clips[chosen.to(device)], ref_idx[chosen], int(config.rollout_reference_chain),
+                int(config.rollout_reference_steps), config.rollout_reference_warm_start, generator)
+            # A context frame inside the predicted chain (or the reference itself) is a prediction too.
+            z_ref, z_ctx = used[rows, ref_idx], used[rows, ctx_idx]
     if config.condition_noise > 0:
         std = (torch.rand(b, 1, 1, 1, generator=generator) * config.condition_noise).to(device)
         z_ref = z_ref + std * torch.randn(z_ref.shape, generator=generator).to(device)

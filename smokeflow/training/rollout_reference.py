@@ -13,6 +13,12 @@ none), without gradients. The target stays the true z^tau, so the network learns
 reference back to the data (sharp, full mass) instead of carrying the drift on. Noise on the conditioning
 (``condition_noise``) is the cheap stand-in for this; this is the real input distribution, at the cost of
 ``steps`` extra forward passes for the chosen clips.
+
+Chains (``chain`` > 1): from frame 3 on, a rollout's reference was itself predicted from a predicted frame,
+and the drift compounds (blur and fade grow frame by frame). With ``chain`` = L each chosen clip draws a
+chain length l uniformly from 1..min(L, tau-1) and predicts the l frames before the target one after the
+other, each from the previous *prediction* (the first from the true frame before the chain); contexts that
+fall inside the chain are predictions too, as in a rollout. Costs l * ``steps`` forward passes per clip.
 """
 
 from __future__ import annotations
@@ -58,3 +64,33 @@ def predicted_references(model, path: FlowPath, clips: torch.Tensor, ref_idx: to
     y0 = path.warm_start(previous, eps, warm_start)
     predicted, _ = integrate(velocity, y0, warm_start, 1.0, steps, "euler")
     return predicted
+
+
+@torch.no_grad()
+def chained_predicted_clips(model, path: FlowPath, clips: torch.Tensor, ref_idx: torch.Tensor, chain: int,
+                            steps: int, warm_start: float, generator: torch.Generator) -> torch.Tensor:
+    """``clips`` [B, T, C, h, w] with frames ``ref_idx - l + 1 .. ref_idx`` replaced by chained predictions.
+
+    l is drawn per clip uniformly from 1..min(chain, ref_idx) (always 1 for ``chain`` = 1, which draws
+    nothing extra); frame ``ref_idx - l`` and those before it stay true. Each predicted frame is made by
+    :func:`predicted_references` from the clip as replaced so far, so its reference and any context inside
+    the chain are earlier predictions. Returns a new tensor; ``clips`` is not changed.
+    """
+    if chain < 1:
+        raise ValueError(f"chain must be >= 1, got {chain}")
+    b = clips.shape[0]
+    ref_idx = ref_idx.long()
+    if chain == 1:
+        length = torch.ones(b, dtype=torch.long)
+    else:
+        longest = ref_idx.clamp(max=chain)
+        length = 1 + (torch.rand(b, generator=generator) * longest.float()).long().clamp(max=longest - 1)
+    out = clips.clone()
+    device = clips.device
+    for back in range(int(length.max()) - 1, -1, -1):  # the frame `back` before ref_idx, earliest first
+        sel = length > back
+        rows = sel.nonzero().squeeze(1).to(device)
+        frame = ref_idx[sel] - back
+        out[rows, frame.to(device)] = predicted_references(model, path, out[rows], frame, steps, warm_start,
+                                                           generator)
+    return out
