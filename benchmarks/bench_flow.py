@@ -6,11 +6,14 @@ fp32 matmul's GFLOP/s measured in the same run.
 Targets (issue 4), on the 2-core CPU: 9 frames at N = 10 Euler for one sample in <= 1.0 s including
 decoding; the network at >= 70 % of the matmul figure at batch 8 and >= 50 % at batch 1. fp32 on CPU
 (bf16 is about 2x slower there), bf16 autocast on CUDA. Other jobs on the machine make numbers noisy:
-each figure is the best of several repeats.
+see below.
 
-Every figure is printed twice: eager (the default) and with ``torch.compile`` of the per-step call
-(``SmokeFlow.from_pretrained(..., compile=True)`` / ``--compile``), with the one-off compile time;
-``--no-compile`` skips the second set.
+Every figure is printed for three forms of the per-step call: plain eager PyTorch, eager with the linear
+weights pre-packed for oneDNN and GELU fused (the default on CPU, ``smokeflow/flow/packed_velocity.py``), and
+``torch.compile`` of that (``SmokeFlow.from_pretrained(..., compile=True)`` / ``--compile``), with the one-off
+compile time; ``--no-compile`` skips the last. The machine's speed drifts by tens of percent within
+minutes, so each network figure is timed right beside the matmul, round after round, and reported as the
+median ratio with its range; rollout times are given as best and median.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from smokeflow.config import load_config  # noqa: E402
+from smokeflow.flow.packed_velocity import PackedLinear, packing_available  # noqa: E402
 from smokeflow.flow.predictor import FlowConfig, FlowPredictor  # noqa: E402
 
 
@@ -40,13 +44,33 @@ def best_time(fn, repeats: int, warmup: int = 2) -> float:
     return min(times)
 
 
-def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return 2 * n ** 3 / best_time(lambda: a @ b, repeats) / 1e9
+_A, _B = torch.randn(1024, 1024), torch.randn(1024, 1024)
 
 
-def network_gflops(predictor: FlowPredictor, batch: int, repeats: int) -> float:
-    """GFLOP/s of the per-step call the predictor's rollouts use (eager or compiled)."""
+def matmul_gflops(repeats: int = 5) -> float:
+    """A plain fp32 1024^3 matmul's GFLOP/s (best of ``repeats``)."""
+    return 2 * 1024 ** 3 / best_time(lambda: _A @ _B, repeats) / 1e9
+
+
+def beside_matmul(fn, flops: int, rounds: int = 7, repeats: int = 10) -> dict:
+    """GFLOP/s of ``fn`` as a share of the matmul figure, robust to this machine's drift.
+
+    Each round times ``fn`` (best of ``repeats``) right after the matmul (best of 5), so both see the same
+    machine state; the ratio is taken per round. Returns the medians over rounds and the ratio's range.
+    """
+    gflops, ratios, matmuls = [], [], []
+    for _ in range(rounds):
+        mm = matmul_gflops()
+        g = flops / best_time(fn, repeats) / 1e9
+        gflops.append(g)
+        matmuls.append(mm)
+        ratios.append(g / mm)
+    return {"gflops": float(np.median(gflops)), "matmul": float(np.median(matmuls)),
+            "ratio": float(np.median(ratios)), "low": min(ratios), "high": max(ratios)}
+
+
+def network_figures(predictor: FlowPredictor, batch: int) -> dict:
+    """:func:`beside_matmul` of the per-step call the predictor's rollouts use (plain, packed or compiled)."""
     model = predictor.model
     velocity = predictor.velocity_fn or model.velocity
     c, (h, w) = model.config.state_size, model.config.state_res
@@ -54,30 +78,30 @@ def network_gflops(predictor: FlowPredictor, batch: int, repeats: int) -> float:
     t = torch.full((batch,), 0.5)
     with torch.inference_mode():
         cond = model.condition(z, z, torch.full((batch,), 2))
-        seconds = best_time(lambda: velocity(z, t, cond), repeats)
-    return model.flops_per_call(batch) / seconds / 1e9
+        return beside_matmul(lambda: velocity(z, t, cond), model.flops_per_call(batch))
 
 
-def linear_layers_gflops(predictor: FlowPredictor, batch: int, repeats: int) -> float:
-    """GFLOP/s of the transformer blocks' linear layers alone, back to back at their real shapes (B x 65 tokens).
+def linear_layers_figures(model, batch: int, packed: bool) -> dict:
+    """:func:`beside_matmul` of the transformer blocks' linear layers alone, back to back at their real shapes
+    (B x 65 tokens), plain or oneDNN-packed.
 
     Nothing else (norms, attention, activations, copies) runs, so this is the ceiling the whole network can
     reach on this machine at this batch size: small matmuls do not reach the 1024^3 figure.
     """
-    model = predictor.model
     n = model.num_positions + 1
     blocks = [*model.in_blocks, *model.mid_blocks, *model.out_blocks]
     layers = [m for block in blocks for m in block.modules() if isinstance(m, torch.nn.Linear)]
     inputs = [torch.randn(batch, n, layer.in_features) for layer in layers]
     flops = sum(2 * batch * n * layer.in_features * layer.out_features for layer in layers)
+    if packed:
+        layers = [PackedLinear(layer, n) for layer in layers]
 
     def run():
         for layer, x in zip(layers, inputs):
             layer(x)
 
     with torch.inference_mode():
-        seconds = best_time(run, repeats)
-    return flops / seconds / 1e9
+        return beside_matmul(run, flops)
 
 
 def load(args):
@@ -122,9 +146,15 @@ def main() -> int:
 
     c, (h, w) = model.config.state_size, model.config.state_res
     z_obs = torch.randn(1, c, h, w)
-    variants = [("eager", predictor)]
+    variants = [("plain", FlowPredictor(model, predictor.path, pack=False))]
+    if packing_available():
+        variants.append(("packed", FlowPredictor(model, predictor.path, pack=True)))
     if not args.no_compile:
         variants.append(("compiled", FlowPredictor(model, predictor.path, compile=True)))
+    print("plain: eager PyTorch; packed: eager with oneDNN pre-packed weights and fused GELU (the default on "
+          "CPU); compiled: torch.compile of the packed network (--compile)")
+    print(f"each ratio: median over 7 rounds of (network, then a {1024}^3 fp32 matmul right beside it), "
+          "with the range over rounds")
     for name, variant in variants:
         def rollout_and_decode():
             out = variant.predict_latents(z_obs, 9, steps=10, solver="euler", warm_start=0.1, num_samples=1)
@@ -135,23 +165,29 @@ def main() -> int:
         start = time.perf_counter()
         nfe = rollout_and_decode().nfe  # for the compiled variant: compiles for batch 1
         first = time.perf_counter() - start
-        seconds = best_time(rollout_and_decode, args.repeats, warmup=1)
+        times = []
+        for _ in range(args.repeats):
+            begin = time.perf_counter()
+            rollout_and_decode()
+            times.append(time.perf_counter() - begin)
+        best, median = min(times), float(np.median(times))
         decoded = "including decoding" if decode is not None else "WITHOUT decoding (no VQVAE)"
-        print(f"[{name}] rollout 9 frames, N=10 euler, 1 sample, {decoded}: {seconds:.3f} s  ({nfe} network "
-              f"calls; first call {first:.1f} s; target <= 1.0 s: {'OK' if seconds <= 1.0 else 'MISSED'})")
+        print(f"[{name}] rollout 9 frames, N=10 euler, 1 sample, {decoded}: best {best:.3f} s, median "
+              f"{median:.3f} s of {args.repeats} ({nfe} network calls; first call {first:.1f} s); target <= 1.0 s: "
+              f"{'OK' if median <= 1.0 else 'MISSED'}")
         if getattr(variant.velocity_fn, "failure", None):
             print(f"[{name}] compilation failed, figures are eager: {variant.velocity_fn.failure}")
         for batch, target in ((1, 0.5), (8, 0.7)):
-            g = network_gflops(variant, batch, repeats=max(10, 4 * args.repeats))
-            mm = matmul_gflops()  # right beside the network figure: this machine's speed drifts
-            print(f"[{name}] network batch {batch}: {g:6.1f} GFLOP/s = {100 * g / mm:5.1f} % of fp32 matmul "
-                  f"({mm:.1f} GFLOP/s, 1024^3); target >= {int(target * 100)} %: "
-                  f"{'OK' if g >= target * mm else 'MISSED'}")
-    for batch in (1, 8):
-        g = linear_layers_gflops(predictor, batch, repeats=max(10, 4 * args.repeats))
-        mm = matmul_gflops()
-        print(f"ceiling: the blocks' linear layers alone at batch {batch} ({model.num_positions + 1} tokens "
-              f"each): {g:6.1f} GFLOP/s = {100 * g / mm:5.1f} % of fp32 matmul ({mm:.1f} GFLOP/s)")
+            f = network_figures(variant, batch)
+            print(f"[{name}] network batch {batch}: {f['gflops']:6.1f} GFLOP/s = {100 * f['ratio']:5.1f} % of fp32 "
+                  f"matmul ({f['matmul']:.1f} GFLOP/s; rounds {100 * f['low']:.1f}-{100 * f['high']:.1f} %); "
+                  f"target >= {int(target * 100)} %: {'OK' if f['ratio'] >= target else 'MISSED'}")
+    for packed in (False, True) if packing_available() else (False,):
+        for batch in (1, 8):
+            f = linear_layers_figures(model, batch, packed)
+            print(f"ceiling: the blocks' linear layers alone ({'packed' if packed else 'plain'}) at batch {batch} "
+                  f"({model.num_positions + 1} tokens each): {f['gflops']:6.1f} GFLOP/s = {100 * f['ratio']:5.1f} % "
+                  f"of fp32 matmul ({f['matmul']:.1f} GFLOP/s; rounds {100 * f['low']:.1f}-{100 * f['high']:.1f} %)")
     return 0
 
 

@@ -124,3 +124,37 @@ def test_failed_compilation_falls_back_to_eager_with_a_warning(predictor, monkey
         out = compiled.predict_latents(z, 2, steps=2, seed=1)
     assert compiled.velocity_fn.failure == "RuntimeError: no C++ compiler found"
     torch.testing.assert_close(out.latents, predictor.predict_latents(z, 2, steps=2, seed=1).latents)
+
+
+def test_packed_cpu_path_gives_the_plain_networks_velocities_and_rollouts(predictor):
+    """The default CPU path (oneDNN pre-packed weights, fused GELU/SiLU) computes the same network."""
+    from smokeflow.flow.packed_velocity import PackedVelocity, packing_available
+
+    if not packing_available():
+        pytest.skip("this PyTorch has no oneDNN")
+    model = predictor.model
+    packed = PackedVelocity(model)
+    c, (h, w) = model.config.state_size, model.config.state_res
+    for batch in (1, 3):
+        z = torch.randn(batch, c, h, w)
+        t = torch.rand(batch)
+        with torch.inference_mode():
+            condition = model.condition(z, torch.randn_like(z), torch.full((batch,), 2))
+            torch.testing.assert_close(packed(z, t, condition), model.velocity(z, t, condition),
+                                       rtol=1e-4, atol=1e-5)
+    assert FlowPredictor(model, predictor.path).packed  # the default on CPU
+    # The packed weights follow changes to the model's weights (checked before each rollout).
+    z = _obs(predictor, 1)
+    before = predictor.predict_latents(z, 1, steps=1, seed=3).latents
+    with torch.no_grad():
+        predictor.model.head.bias.add_(1.0)
+    after = predictor.predict_latents(z, 1, steps=1, seed=3).latents
+    with torch.no_grad():
+        predictor.model.head.bias.sub_(1.0)
+    torch.testing.assert_close(after - before, torch.full_like(before, 1.0), rtol=1e-4, atol=1e-4)  # one Euler step of 1
+    plain = FlowPredictor(model, predictor.path, pack=False)
+    fast = FlowPredictor(model, predictor.path, pack=True)
+    z = _obs(predictor, 2)
+    torch.testing.assert_close(fast.predict_latents(z, 3, steps=3, num_samples=2, seed=4).latents,
+                               plain.predict_latents(z, 3, steps=3, num_samples=2, seed=4).latents,
+                               rtol=1e-4, atol=1e-4)

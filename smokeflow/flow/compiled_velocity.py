@@ -15,29 +15,44 @@ one warning that says why.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
 
+from smokeflow.flow.packed_velocity import packed_copy
 from smokeflow.models.vector_field import VectorField
 
 
 class CompiledVelocity:
-    """Callable with the signature of ``model.velocity(x_t [B,C,h,w], t [B], condition [B,h*w,D])``."""
+    """Callable with the signature of ``model.velocity(x_t [B,C,h,w], t [B], condition [B,h*w,D])``.
 
-    def __init__(self, model: VectorField):
-        self.model = model
+    packed: compile the oneDNN-packed copy of the model (:mod:`smokeflow.flow.packed_velocity`; CPU float32)
+    instead of the model itself; a failed compile then falls back to that packed copy, run eagerly.
+    """
+
+    def __init__(self, model: VectorField, packed: bool = False):
+        self.network = packed_copy(model) if packed else model
         self.failure: str | None = None  # why compilation was given up, once it was
         # dynamic=False: the shapes of one rollout repeat (batch K, 65 tokens); static shapes compile the
         # tightest kernels, and a new K simply compiles once more.
-        self._compiled = torch.compile(model.velocity, dynamic=False)
+        self._compiled = torch.compile(self.network.velocity, dynamic=False)
+        # Freezing makes the weights constants of the graph, which oneDNN's packed linear layers require (it
+        # holds: rollouts run without gradients). It is read when a call compiles, and torch.compile's
+        # per-call ``options`` do not reach it, so each call patches the global setting for its duration.
+        self._settings = contextlib.nullcontext
+        if packed:
+            import torch._inductor.config as inductor_config
+
+            self._settings = lambda: inductor_config.patch(freezing=True)
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         if self.failure is None:
             try:
-                return self._compiled(x_t, t, condition)
+                with self._settings():
+                    return self._compiled(x_t, t, condition)
             except Exception as err:  # noqa: BLE001 - any compiler failure falls back to the same eager call
                 self.failure = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
                 warnings.warn(f"torch.compile of the flow model failed ({self.failure}); running it eagerly "
                               "(same results, slower)", RuntimeWarning, stacklevel=2)
-        return self.model.velocity(x_t, t, condition)
+        return self.network.velocity(x_t, t, condition)

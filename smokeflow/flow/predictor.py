@@ -14,6 +14,7 @@ import torch
 
 from smokeflow.config import load_config, section_to_dataclass
 from smokeflow.errors import CheckpointError
+from smokeflow.flow.packed_velocity import PackedVelocity, packing_available
 from smokeflow.flow.path import DEFAULT_SIGMA, FlowPath
 from smokeflow.flow.sampler import RolloutProgress, RolloutResult, rollout
 from smokeflow.models.vector_field import VectorField, VectorFieldConfig
@@ -49,17 +50,37 @@ class FlowPredictor:
     """Predicts future latent frames with a trained vector field (see :func:`smokeflow.flow.sampler.rollout`)."""
 
     def __init__(self, model: VectorField, path: FlowPath, device: str | torch.device = "cpu",
-                 compile: bool = False):
+                 compile: bool = False, pack: bool | None = None):
         """compile: run the per-step network call through ``torch.compile`` (see
-        :mod:`smokeflow.flow.compiled_velocity`: faster at batch 1, but the first call compiles for seconds)."""
+        :mod:`smokeflow.flow.compiled_velocity`: faster at batch 1, but the first call compiles for seconds).
+        pack: run it with the linear weights pre-packed for oneDNN (:mod:`smokeflow.flow.packed_velocity`);
+        None = wherever that works (CPU, float32 weights, a PyTorch with oneDNN). Both work on a snapshot of
+        the weights, which is made again before a rollout when the model's weights have changed."""
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.path = path
+        if pack is None:
+            pack = self.device.type == "cpu" and next(model.parameters()).dtype == torch.float32 \
+                and packing_available()
+        self.packed = bool(pack)
+        self.compile = bool(compile)
         self.velocity_fn = None
-        if compile:
+        self._weights_seen = None
+        self._refresh()
+
+    def _weights_fingerprint(self) -> tuple:
+        """Changes whenever a weight tensor is replaced or modified in place (PyTorch's version counters)."""
+        return tuple((id(p), p._version) for p in self.model.parameters())
+
+    def _refresh(self):
+        """(Re)build the packed / compiled per-step call from the model's current weights."""
+        self._weights_seen = self._weights_fingerprint()
+        if self.compile:
             from smokeflow.flow.compiled_velocity import CompiledVelocity
 
-            self.velocity_fn = CompiledVelocity(self.model)
+            self.velocity_fn = CompiledVelocity(self.model, packed=self.packed)
+        elif self.packed:
+            self.velocity_fn = PackedVelocity(self.model)
 
     @classmethod
     def from_config(cls, config: FlowConfig, device="cpu") -> "FlowPredictor":
@@ -68,7 +89,7 @@ class FlowPredictor:
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, device: str | torch.device = "cpu",
-                    compile: bool = False) -> "FlowPredictor":
+                    compile: bool = False, pack: bool | None = None) -> "FlowPredictor":
         """Load ``config.yaml`` (flow section) and ``flow.safetensors`` from a checkpoint folder."""
         folder = os.fspath(folder)
         config_path = os.path.join(folder, "config.yaml")
@@ -77,7 +98,7 @@ class FlowPredictor:
         config = FlowConfig.from_section(load_config(config_path).get("flow"))
         model = build_vector_field(config)
         load_flow_weights(model, os.path.join(folder, FLOW_WEIGHTS))
-        return cls(model, FlowPath(config.sigma), device, compile=compile)
+        return cls(model, FlowPath(config.sigma), device, compile=compile, pack=pack)
 
     def predict_latents(self, z_obs: torch.Tensor, num_frames: int, steps: int = 10, solver: str = "euler",
                         warm_start: float = 0.0, num_samples: int = 1, seed: int = 0,
@@ -91,6 +112,8 @@ class FlowPredictor:
         if z_obs.ndim != 4 or tuple(z_obs.shape[1:]) != expected:
             raise ValueError(f"z_obs must be [T_obs, {expected[0]}, {expected[1]}, {expected[2]}], "
                              f"got {tuple(z_obs.shape)}")
+        if self.velocity_fn is not None and self._weights_fingerprint() != self._weights_seen:
+            self._refresh()
         return rollout(self.model, self.path, z_obs, num_frames, steps=steps, solver=solver,
                        warm_start=warm_start, num_samples=num_samples, seed=seed,
                        context_policy=context_policy, callback=callback, velocity_fn=self.velocity_fn)
