@@ -2,11 +2,14 @@
 
 Why: at batch 1 (one sample, the app's common case) a call of the shipped model is 65 tokens through small
 matmuls plus many small element-wise ops (layer norms, GELU, residual adds, reshapes), each paying eager
-dispatch overhead. Inductor fuses the element-wise ops into generated C++ kernels; on the 2-core CPU a
-9-frame, 10-step rollout went from 0.89-1.30 s (eager) to 0.70-0.87 s (compiled) over three benchmark runs
-(``benchmarks/bench_flow.py`` prints both). At batch 8 eager is already near the matmul figure.
+dispatch overhead. Inductor fuses the element-wise ops into generated C++ kernels. On CPU in float32 it
+compiles the oneDNN-packed copy of the network (:mod:`smokeflow.flow.packed_velocity`, the eager default),
+with inductor's "freezing" so the packed weights are graph constants. On the 2-core CPU a 9-frame, 10-step
+rollout took 0.80-0.96 s compiled against 0.88-1.06 s packed eager and 1.10-1.22 s plain eager (medians of
+two ``benchmarks/bench_flow.py`` runs, which print all three). At batch 8 eager is already near the matmul
+figure.
 
-Cost: the first call compiles (about 40 s on 2 cores; 4-9 s once inductor's on-disk cache holds the
+Cost: the first call compiles (about 10-40 s on 2 cores; 4-9 s once inductor's on-disk cache holds the
 generated code) and each new batch size compiles again. So it is off by default and switched on with
 ``compile=True`` (``SmokeFlow.from_pretrained``) or ``--compile`` (CLI). Compilation is an optimisation,
 never a requirement: if it fails (no C++ compiler, unsupported platform) the call falls back to eager with
