@@ -104,6 +104,17 @@ def linear_layers_figures(model, batch: int, packed: bool) -> dict:
         return beside_matmul(run, flops)
 
 
+def reference_encoder_figures(width: int, batch: int, tokens: int = 65, depth: int = 4) -> dict:
+    """:func:`beside_matmul` of a plain ``nn.TransformerEncoder`` (PyTorch's fused inference path) of this
+    width and depth over ``tokens`` tokens: what PyTorch itself reaches at these shapes on this machine."""
+    layer = torch.nn.TransformerEncoderLayer(width, 8, 4 * width, dropout=0.0, batch_first=True)
+    encoder = torch.nn.TransformerEncoder(layer, depth, enable_nested_tensor=False).eval()
+    x = torch.randn(batch, tokens, width)
+    flops = 2 * batch * depth * (tokens * (4 * width * width + 2 * width * 4 * width) + 2 * tokens * tokens * width)
+    with torch.inference_mode():
+        return beside_matmul(lambda: encoder(x), flops)
+
+
 def load(args):
     """(predictor, decode function or None, description)."""
     if args.checkpoint and os.path.isfile(os.path.join(args.checkpoint, "flow.safetensors")):
@@ -188,6 +199,11 @@ def main() -> int:
             print(f"ceiling: the blocks' linear layers alone ({'packed' if packed else 'plain'}) at batch {batch} "
                   f"({model.num_positions + 1} tokens each): {f['gflops']:6.1f} GFLOP/s = {100 * f['ratio']:5.1f} % "
                   f"of fp32 matmul ({f['matmul']:.1f} GFLOP/s; rounds {100 * f['low']:.1f}-{100 * f['high']:.1f} %)")
+    for width in (512, model.config.inner_dim):
+        f = reference_encoder_figures(width, 1)
+        print(f"reference: plain nn.TransformerEncoder, width {width}, depth 4, batch 1 (65 tokens): "
+              f"{f['gflops']:6.1f} GFLOP/s = {100 * f['ratio']:5.1f} % of fp32 matmul ({f['matmul']:.1f} GFLOP/s; "
+              f"rounds {100 * f['low']:.1f}-{100 * f['high']:.1f} %)")
     return 0
 
 
