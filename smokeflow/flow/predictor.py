@@ -59,9 +59,13 @@ class FlowPredictor:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.path = path
+        can_pack = self.device.type == "cpu" and next(model.parameters()).dtype == torch.float32 \
+            and packing_available()
+        if pack and not can_pack:
+            raise ValueError("pack=True needs float32 weights on the CPU and a PyTorch with oneDNN "
+                             f"(device {self.device}, oneDNN {'available' if packing_available() else 'missing'})")
         if pack is None:
-            pack = self.device.type == "cpu" and next(model.parameters()).dtype == torch.float32 \
-                and packing_available()
+            pack = can_pack
         self.packed = bool(pack)
         self.compile = bool(compile)
         self.velocity_fn = None
@@ -69,7 +73,8 @@ class FlowPredictor:
         self._refresh()
 
     def _weights_fingerprint(self) -> tuple:
-        """Changes whenever a weight tensor is replaced or modified in place (PyTorch's version counters)."""
+        """Changes whenever a weight tensor is replaced or modified in place: every in-place change (optimiser
+        step, ``load_state_dict``, ``copy_``) bumps a tensor's version counter (``Tensor._version``)."""
         return tuple((id(p), p._version) for p in self.model.parameters())
 
     def _refresh(self):
