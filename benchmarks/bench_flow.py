@@ -142,7 +142,7 @@ def main() -> int:
     parser.add_argument("--checkpoint", default="checkpoints/default")
     parser.add_argument("--config", default="configs/smoke_dataset.yaml",
                         help="used (random weights) when --checkpoint has no flow weights")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7, help="rollout rounds (each times every variant)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile figures")
     args = parser.parse_args()
@@ -166,26 +166,33 @@ def main() -> int:
           "CPU); compiled: torch.compile of the packed network (--compile)")
     print(f"each ratio: median over 7 rounds of (network, then a {1024}^3 fp32 matmul right beside it), "
           "with the range over rounds")
-    for name, variant in variants:
-        def rollout_and_decode():
-            out = variant.predict_latents(z_obs, 9, steps=10, solver="euler", warm_start=0.1, num_samples=1)
-            if decode is not None:
-                decode(out.latents[0])
-            return out
 
+    def rollout_and_decode(variant):
+        out = variant.predict_latents(z_obs, 9, steps=10, solver="euler", warm_start=0.1, num_samples=1)
+        if decode is not None:
+            decode(out.latents[0])
+        return out
+
+    first, nfe = {}, 0
+    for name, variant in variants:
         start = time.perf_counter()
-        nfe = rollout_and_decode().nfe  # for the compiled variant: compiles for batch 1
-        first = time.perf_counter() - start
-        times = []
-        for _ in range(args.repeats):
+        nfe = rollout_and_decode(variant).nfe  # for the compiled variant: compiles for batch 1
+        first[name] = time.perf_counter() - start
+    # Rollouts of all variants in turn, round after round, so that the machine's drift hits them alike.
+    times = {name: [] for name, _ in variants}
+    for _ in range(args.repeats):
+        for name, variant in variants:
             begin = time.perf_counter()
-            rollout_and_decode()
-            times.append(time.perf_counter() - begin)
-        best, median = min(times), float(np.median(times))
-        decoded = "including decoding" if decode is not None else "WITHOUT decoding (no VQVAE)"
+            rollout_and_decode(variant)
+            times[name].append(time.perf_counter() - begin)
+    decoded = "including decoding" if decode is not None else "WITHOUT decoding (no VQVAE)"
+    for name, variant in variants:
+        best, median = min(times[name]), float(np.median(times[name]))
+        speedup = float(np.median(np.array(times["plain"]) / np.array(times[name])))
         print(f"[{name}] rollout 9 frames, N=10 euler, 1 sample, {decoded}: best {best:.3f} s, median "
-              f"{median:.3f} s of {args.repeats} ({nfe} network calls; first call {first:.1f} s); target <= 1.0 s: "
-              f"{'OK' if median <= 1.0 else 'MISSED'}")
+              f"{median:.3f} s of {args.repeats} ({nfe} network calls; first call {first[name]:.1f} s; "
+              f"{speedup:.2f}x plain, median over rounds); target <= 1.0 s: {'OK' if median <= 1.0 else 'MISSED'}")
+    for name, variant in variants:
         if getattr(variant.velocity_fn, "failure", None):
             print(f"[{name}] compilation failed, figures are eager: {variant.velocity_fn.failure}")
         for batch, target in ((1, 0.5), (8, 0.7)):

@@ -5,9 +5,9 @@ matmuls plus many small element-wise ops (layer norms, GELU, residual adds, resh
 dispatch overhead. Inductor fuses the element-wise ops into generated C++ kernels. On CPU in float32 it
 compiles the oneDNN-packed copy of the network (:mod:`smokeflow.flow.packed_velocity`, the eager default),
 with inductor's "freezing" so the packed weights are graph constants. On the 2-core CPU a 9-frame, 10-step
-rollout took 0.80-0.96 s compiled against 0.88-1.06 s packed eager and 1.10-1.22 s plain eager (medians of
-two ``benchmarks/bench_flow.py`` runs, which print all three). At batch 8 eager is already near the matmul
-figure.
+rollout took 0.80-1.07 s compiled against 0.86-1.06 s packed eager and 0.87-1.22 s plain eager (medians of
+four ``benchmarks/bench_flow.py`` runs, which print all three; in its interleaved comparison compiled was 1.16x
+and packed 1.08x plain). At batch 8 eager is already near the matmul figure.
 
 Cost: the first call compiles (about 10-40 s on 2 cores; 4-9 s once inductor's on-disk cache holds the
 generated code) and each new batch size compiles again. So it is off by default and switched on with

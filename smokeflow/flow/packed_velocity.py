@@ -6,8 +6,9 @@ spends about as long re-arranging ("packing") the 256x1024 weight matrix into it
 every call, as it spends multiplying; and GELU is one more pass over a [65, 1024] activation. Here every
 linear layer of the transformer blocks and the output head keeps its weight in oneDNN's packed layout,
 made once (``torch.ops.mkldnn._reorder_linear_weight``), and the feed-forward GELU runs as the first
-layer's fused post-op (``torch.ops.mkldnn._linear_pointwise``). Measured (``benchmarks/bench_flow.py``):
-a batch-1 call went from 11-12 ms to about 9 ms, so a 9-frame rollout at N = 10 drops by ~0.2 s.
+layer's fused post-op (``torch.ops.mkldnn._linear_pointwise``). Measured with calls alternating between
+the two, 20 rounds: 1.15x faster than plain at batch 1 and 1.19x at batch 8 (medians over rounds); the
+benchmark's interleaved 9-frame rollouts gave 1.08x (``benchmarks/bench_flow.py``).
 
 Results match the plain network to float32 rounding (~1e-5), not bit for bit (other summation order).
 
