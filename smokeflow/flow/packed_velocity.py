@@ -4,16 +4,17 @@ Why: at batch 1 a call of the shipped model multiplies 65 token rows by each wei
 2-core CPU (eager, fp32): ``addmm`` took 70 % of the call and ``gelu`` 8 %. For so few rows the BLAS call
 spends about as long re-arranging ("packing") the 256x1024 weight matrix into its kernel's layout, at
 every call, as it spends multiplying; and GELU is one more pass over a [65, 1024] activation. Here every
-linear layer of the transformer blocks and the output head keeps its weight in oneDNN's packed layout,
-made once (``torch.ops.mkldnn._reorder_linear_weight``), and the feed-forward GELU runs as the first
-layer's fused post-op (``torch.ops.mkldnn._linear_pointwise``). Measured with calls alternating between
+linear layer that runs at each step (x_t projection, time MLP, transformer blocks, head) keeps its weight in
+oneDNN's packed layout, made once (``torch.ops.mkldnn._reorder_linear_weight``), and the feed-forward GELU
+and the time MLP's SiLU run as fused post-ops (``torch.ops.mkldnn._linear_pointwise``). Measured with calls alternating between
 the two, 20 rounds: 1.15x faster than plain at batch 1 and 1.19x at batch 8 (medians over rounds); the
 benchmark's interleaved 9-frame rollouts gave 1.08x (``benchmarks/bench_flow.py``).
 
 Results match the plain network to float32 rounding (~1e-5), not bit for bit (other summation order).
 
 The packed network is an inference-only snapshot: it is made from the weights at construction (later changes
-to the model's weights do not reach it) and has no gradients. It is used on CPU in float32 when this
+to the model's weights do not reach it; :class:`~smokeflow.flow.predictor.FlowPredictor` makes a new one
+before a rollout when they changed) and has no gradients. It is used on CPU in float32 when this
 PyTorch has oneDNN (``packing_available()``); elsewhere the plain ``model.velocity`` runs.
 """
 
