@@ -9,7 +9,7 @@ rollout took 0.80-1.07 s compiled against 0.86-1.06 s packed eager and 0.87-1.22
 four ``benchmarks/bench_flow.py`` runs, which print all three; in its interleaved comparison compiled was 1.16x
 and packed 1.08x plain). At batch 8 eager is already near the matmul figure.
 
-Cost: the first call compiles (about 10-40 s on 2 cores; 4-9 s once inductor's on-disk cache holds the
+Cost: the first call compiles (up to about 40 s on 2 cores; 4-12 s once inductor's on-disk cache holds the
 generated code) and each new batch size compiles again. So it is off by default and switched on with
 ``compile=True`` (``SmokeFlow.from_pretrained``) or ``--compile`` (CLI). Compilation is an optimisation,
 never a requirement: if it fails (no C++ compiler, unsupported platform) the call falls back to eager with

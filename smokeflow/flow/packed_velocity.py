@@ -6,8 +6,8 @@ spends about as long re-arranging ("packing") the 256x1024 weight matrix into it
 every call, as it spends multiplying; and GELU is one more pass over a [65, 1024] activation. Here every
 linear layer that runs at each step (x_t projection, time MLP, transformer blocks, head) keeps its weight in
 oneDNN's packed layout, made once (``torch.ops.mkldnn._reorder_linear_weight``), and the feed-forward GELU
-and the time MLP's SiLU run as fused post-ops (``torch.ops.mkldnn._linear_pointwise``). Measured with calls alternating between
-the two, 20 rounds: 1.15x faster than plain at batch 1 and 1.19x at batch 8 (medians over rounds); the
+and the time MLP's SiLU run as fused post-ops (``torch.ops.mkldnn._linear_pointwise``). Measured with calls
+alternating between the two, 20 rounds: 1.15x faster than plain at batch 1 and 1.19x at batch 8 (medians over rounds); the
 benchmark's interleaved 9-frame rollouts gave 1.08x (``benchmarks/bench_flow.py``).
 
 Results match the plain network to float32 rounding (~1e-5), not bit for bit (other summation order).
@@ -35,21 +35,30 @@ def packing_available() -> bool:
                 and hasattr(mkldnn, "_reorder_linear_weight") and hasattr(mkldnn, "_linear_pointwise"))
 
 
-class PackedLinear(nn.Module):
-    """``nn.Linear`` (optionally followed by GELU or SiLU) with its weight packed once for oneDNN; CPU fp32.
+def _post_op(activation: nn.Module | None) -> tuple[str, str]:
+    """oneDNN's (post-op, algorithm) for an activation fused after the matmul; ValueError for unsupported ones."""
+    if activation is None:
+        return "none", ""
+    if isinstance(activation, nn.GELU):
+        return "gelu", "tanh" if activation.approximate == "tanh" else "none"  # "none" = exact erf form
+    if isinstance(activation, nn.SiLU):
+        return "swish", ""
+    raise ValueError(f"cannot fuse activation {type(activation).__name__} into a packed linear layer")
 
-    x float [..., in_features] -> float [..., out_features]. ``gelu``: None, "none" (exact erf GELU) or
-    "tanh" (tanh approximation), run as the matmul's fused post-op; ``silu``: fuse a SiLU instead.
+
+class PackedLinear(nn.Module):
+    """``nn.Linear``, optionally followed by a GELU or SiLU ``activation`` run as the matmul's fused post-op,
+    with its weight packed once for oneDNN; CPU fp32. x float [..., in_features] -> float [..., out_features].
     """
 
-    def __init__(self, linear: nn.Linear, rows_hint: int, gelu: str | None = None, silu: bool = False):
+    def __init__(self, linear: nn.Linear, rows_hint: int, activation: nn.Module | None = None):
         super().__init__()
         weight = linear.weight.detach().float().contiguous()
         # The hint is the number of rows expected per call (65 tokens x batch 1); any row count works.
         self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint)
         self.bias = None if linear.bias is None else linear.bias.detach().float().clone()
         self.out_features = linear.out_features
-        self.post_op, self.algorithm = ("gelu", gelu) if gelu else ("swish", "") if silu else ("none", "")
+        self.post_op, self.algorithm = _post_op(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
@@ -58,37 +67,30 @@ class PackedLinear(nn.Module):
         return y.view(*x.shape[:-1], self.out_features)
 
 
-def _gelu_algorithm(module: nn.Module) -> str | None:
-    """oneDNN's name for an nn.GELU's form ("none" = exact, "tanh"), or None for anything else."""
-    if isinstance(module, nn.GELU):
-        return "tanh" if module.approximate == "tanh" else "none"
-    return None
+def _packed_mlp(mlp: nn.Sequential, rows_hint: int) -> nn.Sequential:
+    """``Sequential(Linear, activation, Linear)`` -> ``Sequential(PackedLinear with the activation fused,
+    PackedLinear)``."""
+    first, activation, second = mlp
+    return nn.Sequential(PackedLinear(first, rows_hint, activation), PackedLinear(second, rows_hint))
 
 
 def packed_copy(model: VectorField) -> VectorField:
     """An inference-only copy of ``model`` whose per-step linear layers are :class:`PackedLinear`.
 
-    Packed: the projection of x_t, the time MLP (SiLU fused), every block's linear layers (each
-    ``mlp = Sequential(Linear, GELU, Linear)`` becomes ``Sequential(PackedLinear with GELU, PackedLinear)``)
-    and the head. The conditioning projections (run once per frame, not per step) stay plain.
+    Packed: the projection of x_t, the time MLP (SiLU fused), every block's attention and skip linear layers
+    and its feed-forward MLP (GELU fused), and the head. The conditioning projections (run once per frame,
+    not per step) stay plain.
     """
     rows = model.num_positions + 1
     twin = copy.deepcopy(model).float().eval().requires_grad_(False)
     twin.project_noisy = PackedLinear(twin.project_noisy, rows - 1)
-    first, activation, second = twin.time_mlp
-    if not isinstance(activation, nn.SiLU):
-        raise ValueError(f"cannot fuse activation {type(activation).__name__} into a packed linear layer")
-    twin.time_mlp = nn.Sequential(PackedLinear(first, 1, silu=True), PackedLinear(second, 1))
+    twin.time_mlp = _packed_mlp(twin.time_mlp, 1)
     for block in [*twin.in_blocks, *twin.mid_blocks, *twin.out_blocks]:
         block.attn.qkv = PackedLinear(block.attn.qkv, rows)
         block.attn.proj = PackedLinear(block.attn.proj, rows)
         if block.skip_fuse is not None:
             block.skip_fuse = PackedLinear(block.skip_fuse, rows)
-        first, activation, second = block.mlp
-        algorithm = _gelu_algorithm(activation)
-        if algorithm is None:
-            raise ValueError(f"cannot fuse activation {type(activation).__name__} into a packed linear layer")
-        block.mlp = nn.Sequential(PackedLinear(first, rows, gelu=algorithm), PackedLinear(second, rows))
+        block.mlp = _packed_mlp(block.mlp, rows)
     twin.head = PackedLinear(twin.head, rows - 1)
     return twin
 
