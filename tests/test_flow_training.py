@@ -237,3 +237,15 @@ def test_cli_set_overrides_config_values_and_trains_on_predicted_references(late
     assert "no section 'flow_trainin'" in capsys.readouterr().err
     assert cli_main(base + ["--resume", "--set", "flow_training.max_steps=4"]) != 0
     assert "--set cannot be combined with --resume" in capsys.readouterr().err
+
+
+def test_ema_state_loads_onto_the_models_device():
+    """Resume loads the train state onto the CPU; the EMA shadow must follow the model (found on CUDA, where
+    the first update after a resume mixed devices). The meta device stands in for a GPU here."""
+    from smokeflow.training.flow_trainer import EMA
+
+    saved = EMA(torch.nn.Linear(3, 2), decay=0.9).state_dict()
+    ema = EMA(torch.nn.Linear(3, 2, device="meta"), decay=0.5)
+    ema.load_state_dict(saved)
+    assert all(v.device.type == "meta" for v in ema.shadow.values())
+    assert ema.decay == 0.9

@@ -141,7 +141,8 @@ class EMA:
 
     def load_state_dict(self, state: dict):
         self.decay, self.num_updates = state["decay"], state["num_updates"]
-        self.shadow = {k: v.clone() for k, v in state["shadow"].items()}
+        # The train state is loaded onto the CPU; the shadow lives where the model does (CUDA too).
+        self.shadow = {k: v.to(self.shadow[k].device, copy=True) for k, v in state["shadow"].items()}
 
 
 def step_generator(seed: int, step: int, rank: int, stream: int) -> torch.Generator:
