@@ -142,6 +142,11 @@ def test_packed_cpu_path_gives_the_plain_networks_velocities_and_rollouts(predic
             condition = model.condition(z, torch.randn_like(z), torch.full((batch,), 2))
             torch.testing.assert_close(packed(z, t, condition), model.velocity(z, t, condition),
                                        rtol=1e-4, atol=1e-5)
+            # The time token is cached by t: the same t again is a cache hit with the same velocity.
+            cached = len(packed._time_tokens)
+            torch.testing.assert_close(packed(z, t, condition), model.velocity(z, t, condition),
+                                       rtol=1e-4, atol=1e-5)
+            assert len(packed._time_tokens) == cached
     assert FlowPredictor(model, predictor.path).packed  # the default on CPU
     # The packed weights follow changes to the model's weights (checked before each rollout).
     z = _obs(predictor, 1)

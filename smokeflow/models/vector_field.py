@@ -180,14 +180,25 @@ class VectorField(nn.Module):
         return self.reference_tokens(z_ref) + self.context_tokens(z_ctx) + self.distance_tokens(distance)
 
     # --- the part that changes at every ODE step ---------------------------------------------------------
-    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        """Velocity at (x_t, t) given precomputed conditioning tokens [B, h*w, D] -> [B, C, h, w]."""
+    def time_token(self, t: torch.Tensor) -> torch.Tensor:
+        """The token of flow time t (float [B] in [0, 1]) -> [B, 1, D] in the weights' dtype; depends on t alone."""
+        embedding = timestep_embedding(t, self.config.inner_dim).to(self.position_embedding.dtype)
+        return self.time_mlp(embedding)[:, None, :]
+
+    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor,
+                 time_token: torch.Tensor | None = None) -> torch.Tensor:
+        """Velocity at (x_t, t) given precomputed conditioning tokens [B, h*w, D] -> [B, C, h, w].
+
+        time_token: ``self.time_token(t)`` when the caller already has it ([B, 1, D]; the sampler meets the
+        same few t values in every frame, so the CPU fast path caches them).
+        """
         b, c, h, w = x_t.shape
         if t.ndim == 0:
             t = t.expand(b)
         tokens = self.project_noisy(self._tokens(x_t)) + condition
-        time_token = self.time_mlp(timestep_embedding(t, self.config.inner_dim).to(tokens.dtype))[:, None, :]
-        x = torch.cat([time_token, tokens], dim=1)
+        if time_token is None:
+            time_token = self.time_token(t)
+        x = torch.cat([time_token.to(tokens.dtype), tokens], dim=1)
         kept = []
         for block in self.in_blocks:
             x = block(x)
