@@ -174,24 +174,43 @@ class SmokeFlow:
     # ---------------------------------------------------------------------------------- prediction
     def predict_latents(self, z_obs, num_frames: int, steps: int = 10, solver: str = "euler",
                         warm_start: float = 0.0, num_samples: int = 1, seed: int = 0,
-                        context_policy: str = "per_call", callback: Callable | None = None):
-        """Normalised latents z_obs [T_obs,C,h,w] -> RolloutResult(latents [K,F,C,h,w], nfe, seconds)."""
+                        context_policy: str = "per_call", callback: Callable | None = None,
+                        reencode: bool = False):
+        """Normalised latents z_obs [T_obs,C,h,w] -> RolloutResult(latents [K,F,C,h,w], nfe, seconds).
+
+        reencode: feed each predicted frame back through the autoencoder (:meth:`reencode_latents`) before it
+        conditions the next one.
+        """
         z_obs = torch.as_tensor(z_obs).float().to(self.device)
         return self.flow.predict_latents(z_obs, num_frames, steps=steps, solver=solver, warm_start=warm_start,
                                          num_samples=num_samples, seed=seed, context_policy=context_policy,
-                                         callback=callback)
+                                         callback=callback, project_frame=self.reencode_latents if reencode else None)
+
+    @torch.inference_mode()
+    def reencode_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Normalised latents [B,C,h,w] -> the normalised latents of their decoded frames, [B,C,h,w].
+
+        The decode-encode round trip (decoding as :meth:`decode` does, in float, without rounding to 8 bits)
+        returns a prediction to latents the encoder actually makes, which is what the flow model was trained
+        to be conditioned on; raw predictions drift off them over a rollout.
+        """
+        raw = self.normalizer.denormalize(z.to(self.device).float())
+        frames = self.vqvae.decode(raw)  # [B, 3, S, S] in [-1, 1]
+        return self.normalizer.normalize(self.vqvae.encode(frames).float()).to(z.device)
 
     def predict(self, frames, num_frames: int = 9, steps: int = 10, solver: str = "euler",
                 warm_start: float = 0.0, num_samples: int = 1, seed: int = 0, context_policy: str = "per_call",
-                callback: Callable | None = None) -> Prediction:
-        """Observed uint8 frames [T>=1,H,W,3] (any size) -> Prediction with frames uint8 [K,F,S,S,3]."""
+                callback: Callable | None = None, reencode: bool = False) -> Prediction:
+        """Observed uint8 frames [T>=1,H,W,3] (any size) -> Prediction with frames uint8 [K,F,S,S,3].
+
+        reencode: see :meth:`predict_latents`."""
         start = time.perf_counter()
         flow = self.flow  # fail early (before encoding) for a VQVAE-only folder
         del flow
         z_obs = self.encode(frames)
         result = self.predict_latents(z_obs, num_frames, steps=steps, solver=solver, warm_start=warm_start,
                                       num_samples=num_samples, seed=seed, context_policy=context_policy,
-                                      callback=callback)
+                                      callback=callback, reencode=reencode)
         latents = result.latents.float().cpu()
         frames_out = self.decode(latents)
         return Prediction(frames_out, latents, int(result.nfe), time.perf_counter() - start)

@@ -101,3 +101,12 @@ def test_predict_delegates_to_the_flow_predictor(checkpoint, tmp_path):
     assert out.nfe == 3 * 2 and out.seconds > 0
     again = pipe.predict(frames, num_frames=3, steps=2, solver="euler", num_samples=2, seed=0)
     assert np.array_equal(out.frames, again.frames)  # deterministic for a seed
+    # reencode: each predicted frame goes back through the autoencoder before it conditions the next one.
+    reencoded = pipe.predict(frames, num_frames=3, steps=2, solver="euler", num_samples=2, seed=0, reencode=True)
+    assert reencoded.frames.shape == out.frames.shape and not np.array_equal(reencoded.frames, out.frames)
+    again = pipe.predict(frames, num_frames=3, steps=2, solver="euler", num_samples=2, seed=0, reencode=True)
+    assert np.array_equal(reencoded.frames, again.frames)
+    # The round trip is the encoder's latents of the decoded frames (here without their rounding to 8 bits).
+    z = out.latents[:, 0]
+    decoded = torch.as_tensor(pipe.encode(pipe.decode(z)))
+    torch.testing.assert_close(pipe.reencode_latents(z), decoded, atol=0.05, rtol=0)

@@ -163,3 +163,22 @@ def test_packed_cpu_path_gives_the_plain_networks_velocities_and_rollouts(predic
     torch.testing.assert_close(fast.predict_latents(z, 3, steps=3, num_samples=2, seed=4).latents,
                                plain.predict_latents(z, 3, steps=3, num_samples=2, seed=4).latents,
                                rtol=1e-4, atol=1e-4)
+
+
+def test_project_frame_maps_each_generated_frame_before_it_is_fed_back(predictor):
+    """The projection's output is both what is returned and what conditions the next frame."""
+    z = _obs(predictor, 1)
+    seen = []
+
+    def halve(y):
+        seen.append(y.clone())
+        return 0.5 * y
+
+    projected = predictor.predict_latents(z, 3, steps=2, warm_start=0.1, num_samples=2, seed=5,
+                                          project_frame=halve).latents
+    plain = predictor.predict_latents(z, 3, steps=2, warm_start=0.1, num_samples=2, seed=5).latents
+    assert len(seen) == 3
+    for f in range(3):
+        torch.testing.assert_close(projected[:, f], 0.5 * seen[f])
+    torch.testing.assert_close(seen[0], plain[:, 0])  # same draws: the first frame is the same before projection
+    assert not torch.allclose(seen[1], plain[:, 1])  # later frames are conditioned on the projected ones

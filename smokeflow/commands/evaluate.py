@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warm-start", type=float, default=0.0, help="warm start s in [0, 1) (default: %(default)s)")
     parser.add_argument("--context-policy", default="per_call", choices=CONTEXT_POLICIES,
                         help="re-draw the context frame at every network call (RIVER) or once per frame")
+    parser.add_argument("--reencode", action=argparse.BooleanOptionalAction, default=False,
+                        help="feed each predicted frame back through the autoencoder (decode, encode) before it "
+                             "conditions the next one (default: %(default)s)")
     parser.add_argument("--num-samples", type=int, default=1, help="samples K per video for best-of-K / mean-over-K")
     parser.add_argument("--seed", type=int, default=0, help="video i is rolled out with seed + i (default: 0)")
     parser.add_argument("--json", default=None, help="write the full results (protocol, settings, curves) as JSON")
@@ -117,7 +120,7 @@ def run(args) -> int:
 
     def model_predictor(combo: dict) -> FlowModelPredictor:
         return FlowModelPredictor(pipe, steps=combo["steps"], solver=combo["solver"], warm_start=combo["warm_start"],
-                                  context_policy=args.context_policy)
+                                  context_policy=args.context_policy, reencode=args.reencode)
 
     if args.sweep:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 
 HELP = "Predict the next frames of a clip (video, frame folder, image or .npz) and write them as .gif/.mp4."
@@ -16,6 +17,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=10, help="ODE steps per frame (N)")
     parser.add_argument("--solver", default="euler", choices=["euler", "midpoint", "heun", "rk4", "dopri5"])
     parser.add_argument("--warm-start", type=float, default=0.0, help="warm start s in [0, 1) (0: pure noise)")
+    parser.add_argument("--reencode", action=argparse.BooleanOptionalAction, default=False,
+                        help="feed each predicted frame back through the autoencoder (decode, encode) before it "
+                             "conditions the next one (default: %(default)s)")
     parser.add_argument("--num-samples", type=int, default=1, help="samples, shown side by side")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--observed", type=int, default=None,
@@ -61,7 +65,8 @@ def run(args) -> int:
         frames = frames[-args.observed:]
     pipe = SmokeFlow.from_pretrained(args.checkpoint, device=args.device, compile=args.compile)
     out = pipe.predict(frames, num_frames=args.num_frames, steps=args.steps, solver=args.solver,
-                       warm_start=args.warm_start, num_samples=args.num_samples, seed=args.seed)
+                       warm_start=args.warm_start, num_samples=args.num_samples, seed=args.seed,
+                       reencode=args.reencode)
     write_video(args.out, prediction_video(frames, out.frames), fps=args.fps)
     print(f"smokeflow predict: {args.num_samples} sample(s) x {args.num_frames} frames from {len(frames)} "
           f"observed frame(s), {args.solver} N={args.steps} warm start {args.warm_start}: {out.nfe} network "

@@ -108,10 +108,12 @@ class FlowPredictor:
     def predict_latents(self, z_obs: torch.Tensor, num_frames: int, steps: int = 10, solver: str = "euler",
                         warm_start: float = 0.0, num_samples: int = 1, seed: int = 0,
                         context_policy: str = "per_call",
-                        callback: Callable[[RolloutProgress], None] | None = None) -> RolloutResult:
+                        callback: Callable[[RolloutProgress], None] | None = None,
+                        project_frame: Callable[[torch.Tensor], torch.Tensor] | None = None) -> RolloutResult:
         """z_obs: float [T_obs >= 1, C, h, w] normalised latents -> RolloutResult(latents [K, F, C, h, w], nfe).
 
-        ``callback`` receives a :class:`~smokeflow.flow.sampler.RolloutProgress` after every solver step.
+        ``callback`` receives a :class:`~smokeflow.flow.sampler.RolloutProgress` after every solver step;
+        ``project_frame`` maps each generated frame before it is fed back (see :func:`rollout`).
         """
         expected = (self.model.config.state_size, *self.model.config.state_res)
         if z_obs.ndim != 4 or tuple(z_obs.shape[1:]) != expected:
@@ -121,4 +123,5 @@ class FlowPredictor:
             self._refresh()
         return rollout(self.model, self.path, z_obs, num_frames, steps=steps, solver=solver,
                        warm_start=warm_start, num_samples=num_samples, seed=seed,
-                       context_policy=context_policy, callback=callback, velocity_fn=self.velocity_fn)
+                       context_policy=context_policy, callback=callback, velocity_fn=self.velocity_fn,
+                       project_frame=project_frame)

@@ -79,6 +79,7 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
             callback: Callable[[RolloutProgress], None] | None = None,
             rtol: float = 1e-3, atol: float = 1e-3,
             velocity_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+            project_frame: Callable[[torch.Tensor], torch.Tensor] | None = None,
             ) -> RolloutResult:
     """Generate ``num_frames`` latent frames after the observed ones, for ``num_samples`` samples in a batch.
 
@@ -86,7 +87,10 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
     with latents [num_samples, num_frames, C, h, w] on z_obs's device. rtol/atol are dopri5's tolerances
     (1e-3 is far below what a decoded 8-bit frame can show). velocity_fn: the per-step network call with
     ``model.velocity``'s signature (default: ``model.velocity``; e.g. a
-    :class:`~smokeflow.flow.compiled_velocity.CompiledVelocity`).
+    :class:`~smokeflow.flow.compiled_velocity.CompiledVelocity`). project_frame: applied to each generated
+    frame [K, C, h, w] before it becomes the next reference and a context candidate, and what is returned;
+    e.g. the autoencoder's decode-encode round trip (``SmokeFlow.predict(..., reencode=True)``), which puts the
+    prediction back among latents the encoder makes, against the drift of feeding raw predictions back.
     """
     _check_arguments(z_obs, num_frames, steps, solver, warm_start, num_samples, context_policy)
     start = time.perf_counter()
@@ -139,6 +143,8 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
         y0 = path.warm_start(reference, eps, warm_start)
         y1, nfe = integrate(velocity, y0, warm_start, 1.0, steps, solver, on_step=on_step, rtol=rtol, atol=atol)
         total_nfe += nfe
+        if project_frame is not None:
+            y1 = project_frame(y1).to(y1.dtype)
         frames.append(y1)
         with autocast:
             context_cache.append(model.context_tokens(y1))

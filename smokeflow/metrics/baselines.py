@@ -101,9 +101,10 @@ class FlowModelPredictor:
     deterministic = False
 
     def __init__(self, source, steps: int = 10, solver: str = "euler", warm_start: float = 0.0,
-                 context_policy: str = "per_call", name: str = "model"):
+                 context_policy: str = "per_call", name: str = "model", reencode: bool = False):
         self.source = source
         self.steps, self.solver, self.warm_start, self.context_policy = steps, solver, warm_start, context_policy
+        self.reencode = reencode  # needs a source with the autoencoder (SmokeFlow)
         self.name = name
 
     def settings(self) -> dict:
@@ -113,6 +114,7 @@ class FlowModelPredictor:
             "solver": self.solver,
             "warm_start": self.warm_start,
             "context_policy": self.context_policy,
+            "reencode": self.reencode,
         }
 
     def predict_latents(self, z_obs, num_frames, num_samples=1, seed=0) -> LatentRollout:
@@ -127,5 +129,6 @@ class FlowModelPredictor:
             num_samples=num_samples,
             seed=seed,
             context_policy=self.context_policy,
+            **({"reencode": True} if self.reencode else {}),
         )
         return LatentRollout(result.latents, nfe=int(result.nfe), seconds=time.perf_counter() - start)
