@@ -161,7 +161,8 @@ def _fmt(value, digits=2):
 def predictor_label(name: str, section: dict) -> str:
     settings = section.get("settings", {})
     if "steps" in settings:
-        return f"{name} ({settings['solver']} N={settings['steps']} s={settings['warm_start']})"
+        reencode = ", re-encoded" if settings.get("reencode") else ""
+        return f"{name} ({settings['solver']} N={settings['steps']} s={settings['warm_start']}{reencode})"
     return name
 
 
