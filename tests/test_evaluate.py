@@ -143,6 +143,11 @@ def test_evaluation_numbers_match_an_independent_computation(evaluated):
     assert stats["change_ratio"] == 0.0  # copy-last never moves, not even away from the observed frame
     # The codec here is lossless, so the reconstruction ceiling is "identical" (the PSNR cap).
     assert report["reconstruction"]["metrics"]["psnr"]["mean"] == 100.0
+    # ... and its smoke statistics are the ground truth's: all the motion and sharpness survive it.
+    ceiling = report["reconstruction"]["smoke_statistics"]
+    assert ceiling["change_ratio"] == pytest.approx(1.0)
+    for stat in ("sharpness", "change", "mass"):
+        np.testing.assert_allclose(ceiling[stat]["prediction"], ceiling[stat]["ground_truth"], rtol=1e-12)
 
 
 def test_unavailable_metrics_are_reported_not_faked(evaluated):
@@ -172,6 +177,7 @@ def test_reports_are_written_and_read_back(evaluated, tmp_path):
     assert text.count("<img src='data:image/png;base64,") == 4 * 4  # 4 videos x (truth + 3 predictors)
     table = format_table(report)
     assert "model" in table and "FVD unavailable" in table and PROXY_NAME in table
+    assert "change ratio 1.000, sharpness" in table  # the ceiling's motion and sharpness (lossless codec here)
     # Never overwrite a file that is not ours.
     foreign = tmp_path / "notes.json"
     foreign.write_text("my notes")

@@ -388,9 +388,15 @@ def decode_last_observed(codec, observed_latents: list[torch.Tensor]) -> np.ndar
 
 
 @torch.no_grad()
-def reconstruction_reference(context: VideoMetricContext, lpips_model=None) -> dict:
+def reconstruction_reference(context: VideoMetricContext, lpips_model=None,
+                             last_observed_decoded: np.ndarray | None = None) -> dict:
     """Metrics of decode(encode(true future frames)) against the true frames: what a perfect latent
-    prediction would score through this VQVAE (a ceiling for the model's single-sample numbers)."""
+    prediction would score through this VQVAE (a ceiling for the model's single-sample numbers).
+
+    Also its smoke statistics, measured exactly as a predictor's (change of the first frame against
+    ``last_observed_decoded``): the sharpness and frame-to-frame change that survive the codec, so a
+    report can tell the autoencoder's share of a rollout's blur and missing motion from the flow model's.
+    """
     videos, codec = context.videos, context.codec
     latents = context.true_future_latents
     videos_per_call = max(1, _DECODE_FRAMES // latents.shape[1])
@@ -400,7 +406,8 @@ def reconstruction_reference(context: VideoMetricContext, lpips_model=None) -> d
     with _quiet_nan_warnings():
         metrics = {name: {"mean": _finite_or_none(np.nanmean(v)), "per_frame": _curve(v[:, 0])} for name, v in scores.items()}
     return {"description": "VQVAE reconstruction of the true future frames (encode then decode): a ceiling, "
-                           "not a predictor", "metrics": metrics}
+                           "not a predictor", "metrics": metrics,
+            "smoke_statistics": summarise_smoke_statistics(reconstructed[:, None], videos, last_observed_decoded)}
 
 
 def default_baselines() -> list[LatentPredictor]:
@@ -459,7 +466,7 @@ def evaluate(
             predictor, observed_latents, videos, codec, num_samples, seed, lpips_model, context, progress,
             last_observed_decoded,
         )
-    reconstruction = reconstruction_reference(context, lpips_model)
+    reconstruction = reconstruction_reference(context, lpips_model, last_observed_decoded)
     total_seconds = time.perf_counter() - start
     return {
         "schema_version": REPORT_SCHEMA_VERSION,

@@ -20,12 +20,15 @@ JSON schema (``schema_version`` 1; every float that is NaN/inf is written as nul
                                     "change_ratio": float},
                "fvd": {"value" | null, "reason", "protocol": {...}},
                "fd_vqvae_features": {"name", "note", "value", "clips"}}},
-      "reconstruction": {"description", "metrics": {metric: {"mean", "per_frame": [F]}}},
+      "reconstruction": {"description", "metrics": {metric: {"mean", "per_frame": [F]}},
+                         "smoke_statistics": {stat: {...}, "change_ratio"}  (as a predictor's; absent in
+                                                                            reports made before it existed)},
       "timing": {"total_seconds", "encode_seconds", "per_predictor_seconds": {name: s}}
     }
 
 ``reconstruction`` scores decode(encode(true future frames)): what a perfect latent prediction would get
-through this VQVAE - a ceiling for context, not a predictor.
+through this VQVAE - a ceiling for context, not a predictor. Its smoke statistics say how much sharpness and
+frame-to-frame change survive the codec at all.
 
 Metric keys are ``psnr, psnr_smoke, ssim, mse`` and ``lpips`` (only when the reference AlexNet weights are
 present). :func:`validate_report` checks this structure (used by the tests and before writing).
@@ -218,10 +221,25 @@ def format_table(report: dict) -> str:
         m = reconstruction["metrics"]
         lines.append(f"ceiling - VQVAE reconstruction of the true future frames: PSNR {_fmt(m['psnr']['mean'])}, "
                      f"SSIM {_fmt(m['ssim']['mean'], 4)}, smoke PSNR {_fmt(m['psnr_smoke']['mean'])}"
-                     + (f", LPIPS {_fmt(m['lpips']['mean'], 4)}" if "lpips" in m else ""))
+                     + (f", LPIPS {_fmt(m['lpips']['mean'], 4)}" if "lpips" in m else "")
+                     + _reconstruction_smoke_summary(reconstruction))
     timing = report["timing"]
     lines.append(f"evaluation time: {timing['total_seconds']:.1f} s")
     return "\n".join(lines)
+
+
+def _reconstruction_smoke_summary(reconstruction: dict) -> str:
+    """", change ratio 0.81, sharpness 22.3 (truth 25.9)" for the ceiling line; "" for older reports."""
+    stats = reconstruction.get("smoke_statistics")
+    if not stats:
+        return ""
+    def mean(curve):  # JSON curves hold None where a frame had no smoke
+        values = [v for v in curve if v is not None and math.isfinite(v)]
+        return sum(values) / len(values) if values else None
+
+    recon, truth = mean(stats["sharpness"]["prediction"]), mean(stats["sharpness"]["ground_truth"])
+    return (f", change ratio {_fmt(stats['change_ratio'], 3)}, sharpness {_fmt(recon)} (truth {_fmt(truth)}): "
+            "the motion and sharpness that survive the codec")
 
 
 # ------------------------------------------------------------------------------------------------ HTML
@@ -268,6 +286,10 @@ def _smoke_figure(report: dict, stat: str):
     for name, section in report["predictors"].items():
         figure.add_trace(go.Scatter(x=frames, y=section["smoke_statistics"][stat]["prediction"], mode="lines+markers",
                                     name=predictor_label(name, section)))
+    reconstruction = (report.get("reconstruction") or {}).get("smoke_statistics", {}).get(stat)
+    if reconstruction:
+        figure.add_trace(go.Scatter(x=frames, y=reconstruction["prediction"], mode="lines",
+                                    name="VQVAE reconstruction (ceiling)", line={"color": "gray", "dash": "dashdot"}))
     figure.update_layout(title=f"{stat}: {first['description']}", xaxis_title="predicted frame", height=340,
                          margin={"t": 50, "b": 40})
     figure.update_xaxes(dtick=1)
