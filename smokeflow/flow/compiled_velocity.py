@@ -4,10 +4,12 @@ Why: at batch 1 (one sample, the app's common case) a call of the shipped model 
 matmuls plus many small element-wise ops (layer norms, GELU, residual adds, reshapes), each paying eager
 dispatch overhead. Inductor fuses the element-wise ops into generated C++ kernels. On CPU in float32 it
 compiles the oneDNN-packed copy of the network (:mod:`smokeflow.flow.packed_velocity`, the eager default),
-with inductor's "freezing" so the packed weights are graph constants. On the 2-core CPU a 9-frame, 10-step
-rollout took 0.80-1.07 s compiled against 0.86-1.06 s packed eager and 0.87-1.22 s plain eager (medians of
-four ``benchmarks/bench_flow.py`` runs, which print all three; in its interleaved comparison compiled was 1.16x
-and packed 1.08x plain). At batch 8 eager is already near the matmul figure.
+with inductor's "freezing" so the packed weights are graph constants, and its C++ wrapper so the ~60 kernels
+of a call are launched from C++, not from a Python wrapper. Measured on the 2-core CPU (stage-4 weights, 11
+rounds, each variant timed right beside a 1024^3 matmul, medians of the per-round ratios): batch 1 eager
+packed 47.4 %, compiled with the Python wrapper 51.2 %, compiled with the C++ wrapper 54.6 % of the matmul's
+GFLOP/s; batch 8 69.3 %, 73.4 %, 79.4 %. A 9-frame, 10-step rollout: 0.88 s compiled against 0.95 s packed
+eager (medians of 7, ``benchmarks/bench_flow.py``, which prints all three forms).
 
 Cost: the first call compiles (up to about 40 s on 2 cores; 4-12 s once inductor's on-disk cache holds the
 generated code) and each new batch size compiles again. So it is off by default and switched on with
@@ -47,7 +49,10 @@ class CompiledVelocity:
         if packed:
             import torch._inductor.config as inductor_config
 
-            self._settings = lambda: inductor_config.patch(freezing=True)
+            # cpp_wrapper: the generated code calls its kernels from C++ instead of a Python wrapper. At batch 1
+            # a call is ~60 small kernels, and the Python wrapper's per-kernel overhead was measured at about a
+            # fifth of the call (network 46 % -> 58 % of matmul, 9 rounds interleaved with eager).
+            self._settings = lambda: inductor_config.patch(freezing=True, cpp_wrapper=True)
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         if self.failure is None:
