@@ -50,8 +50,8 @@ class CompiledVelocity:
             import torch._inductor.config as inductor_config
 
             # cpp_wrapper: the generated code calls its kernels from C++ instead of a Python wrapper. At batch 1
-            # a call is ~60 small kernels, and the Python wrapper's per-kernel overhead was measured at about a
-            # fifth of the call (network 46 % -> 58 % of matmul, 9 rounds interleaved with eager).
+            # a call is ~60 small kernels, each paying the Python wrapper's overhead; without it the network went
+            # from 51 % to 55 % of matmul at batch 1 and from 73 % to 79 % at batch 8 (11 interleaved rounds).
             self._settings = lambda: inductor_config.patch(freezing=True, cpp_wrapper=True)
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
