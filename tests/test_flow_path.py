@@ -30,6 +30,34 @@ def test_warm_start_is_the_path_point_of_the_previous_frame():
     assert torch.allclose(path.warm_start(z_prev, eps, s), (1 - (1 - 1e-7) * s) * eps + s * z_prev)
 
 
+def test_warm_start_path_runs_from_the_warm_start_to_the_data_and_reduces_to_river_at_s_zero():
+    path = FlowPath(sigma=1e-3)
+    g = torch.Generator().manual_seed(2)
+    z, z_prev, eps = (torch.randn(4, 5, 3, 3, generator=g, dtype=torch.float64) for _ in range(3))
+    s = torch.tensor([0.0, 0.1, 0.3, 0.5], dtype=torch.float64)
+    start = path.sample_xt(z, eps, s, z_prev, s)
+    for i in range(4):
+        assert torch.allclose(start[i], path.warm_start(z_prev[i], eps[i], float(s[i])))
+    assert torch.allclose(path.sample_xt(z, eps, 1.0, z_prev, s), z + 1e-3 * eps)
+    # Linear in t: a central difference equals the target velocity at every t in [s, 1].
+    t = torch.tensor([0.2, 0.4, 0.6, 0.9], dtype=torch.float64)
+    h = 1e-3
+    fd = (path.sample_xt(z, eps, t + h, z_prev, s) - path.sample_xt(z, eps, t - h, z_prev, s)) / (2 * h)
+    target = path.target_velocity(z, eps, z_prev, s)
+    assert torch.allclose(fd, target, atol=1e-9)
+    for i in range(4):
+        assert torch.allclose(target[i], (z[i] - s[i] * z_prev[i]) / (1 - s[i]) - (1 - 1e-3) * eps[i])
+    # s = 0 is RIVER's path exactly.
+    assert torch.equal(path.sample_xt(z, eps, t, z_prev, 0.0), path.sample_xt(z, eps, t))
+    assert torch.equal(path.target_velocity(z, eps, z_prev, 0.0), path.target_velocity(z, eps))
+    # Integrated from the warm start, the warm-start path's velocity lands on z + sigma eps; RIVER's velocity
+    # lands s (z_prev - z) off it: the previous frame's share of the start is never removed (less motion).
+    steps = 1 - s.reshape(-1, 1, 1, 1)
+    assert torch.allclose(start + steps * target, z + 1e-3 * eps)
+    river_end = start + steps * path.target_velocity(z, eps)
+    assert torch.allclose(river_end - (z + 1e-3 * eps), s.reshape(-1, 1, 1, 1) * (z_prev - z))
+
+
 def test_frame_indices_follow_river_ranges_and_cover_them():
     g = torch.Generator().manual_seed(1)
     T = 7

@@ -126,6 +126,10 @@ def test_loss_options_change_the_loss_and_the_schedule_warms_up_then_decays(late
     assert loss(on_predictions) == loss(on_predictions) != plain
     chained = dataclasses.replace(on_predictions, rollout_reference_chain=3)
     assert loss(chained) == loss(chained) != loss(on_predictions)
+    # The warm-start path draws after RIVER's draws: with s fixed at 0 it is RIVER's loss exactly.
+    assert loss(dataclasses.replace(base, warm_start_path_prob=1.0, warm_start_path_max=0.0)) == plain
+    warm = dataclasses.replace(base, warm_start_path_prob=1.0, warm_start_path_max=0.5)
+    assert loss(warm) == loss(warm) != plain
     lr = [learning_rate_factor(s, dataclasses.replace(base, warmup_steps=4, max_steps=20)) for s in range(20)]
     assert lr[0] < lr[3] == 1.0 and lr[-1] < lr[10] < lr[4]
     assert abs(lr[-1] - base.min_lr_ratio) < 0.02

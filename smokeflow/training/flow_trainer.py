@@ -58,7 +58,9 @@ class FlowTrainingConfig:
     ``rollout_reference_prob`` (0 = off: share of clips whose reference frame is the model's own prediction,
     made with ``rollout_reference_steps`` Euler steps from warm start ``rollout_reference_warm_start``, in
     chains of up to ``rollout_reference_chain`` frames predicted from predictions; see
-    :mod:`smokeflow.training.rollout_reference`).
+    :mod:`smokeflow.training.rollout_reference`), ``warm_start_path_prob`` (0 = off: share of clips trained on
+    the warm-start path of :mod:`smokeflow.flow.path` from the reference frame, with s ~ U[0,
+    ``warm_start_path_max``] and t ~ U[s, 1], so the network learns the states the warm-started sampler visits).
     Bookkeeping: every ``log_every`` steps a metrics line, every ``val_every`` a validation loss over
     ``val_batches`` batches, every ``sample_every`` a rollout GIF, every ``checkpoint_every`` a checkpoint.
     """
@@ -80,6 +82,8 @@ class FlowTrainingConfig:
     rollout_reference_steps: int = 3
     rollout_reference_warm_start: float = 0.1
     rollout_reference_chain: int = 1
+    warm_start_path_prob: float = 0.0
+    warm_start_path_max: float = 0.5
     log_every: int = 25
     val_every: int = 250
     val_batches: int = 4
@@ -100,6 +104,8 @@ class FlowTrainingConfig:
                 or not 0 <= self.rollout_reference_warm_start < 1 or int(self.rollout_reference_chain) < 1:
             raise ValueError("rollout_reference_prob must be in [0, 1], rollout_reference_steps >= 1, "
                              "rollout_reference_warm_start in [0, 1), rollout_reference_chain >= 1")
+        if not 0 <= self.warm_start_path_prob <= 1 or not 0 <= self.warm_start_path_max < 1:
+            raise ValueError("warm_start_path_prob must be in [0, 1] and warm_start_path_max in [0, 1)")
 
     @classmethod
     def from_section(cls, section: dict | None) -> "FlowTrainingConfig":
@@ -173,13 +179,23 @@ def training_loss(model, path: FlowPath, clips: torch.Tensor, config: FlowTraini
                 int(config.rollout_reference_steps), config.rollout_reference_warm_start, generator)
             # A context frame inside the predicted chain (or the reference itself) is a prediction too.
             z_ref, z_ctx = used[rows, ref_idx], used[rows, ctx_idx]
+    z_prev = z_ref  # the warm start's previous frame: the reference as the sampler has it, before the noise below
     if config.condition_noise > 0:
         std = (torch.rand(b, 1, 1, 1, generator=generator) * config.condition_noise).to(device)
         z_ref = z_ref + std * torch.randn(z_ref.shape, generator=generator).to(device)
         z_ctx = z_ctx + std * torch.randn(z_ctx.shape, generator=generator).to(device)
     t = torch.rand(b, generator=generator).to(device)
     eps = torch.randn(z.shape, generator=generator).to(device)
-    x_t = path.sample_xt(z, eps, t)
+    if config.warm_start_path_prob > 0:
+        # Drawn only when on, so runs without the option keep RIVER's exact random stream.
+        warm = torch.rand(b, generator=generator) < config.warm_start_path_prob
+        s = torch.where(warm, torch.rand(b, generator=generator) * config.warm_start_path_max, 0.0).to(device)
+        t = s + (1.0 - s) * t  # t ~ U[s, 1]: the sampler never visits t < s
+        x_t = path.sample_xt(z, eps, t, z_prev, s)
+        target = path.target_velocity(z, eps, z_prev, s)
+    else:
+        x_t = path.sample_xt(z, eps, t)
+        target = path.target_velocity(z, eps)
     distance = (target_idx - ctx_idx).to(device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     with autocast:
@@ -188,7 +204,7 @@ def training_loss(model, path: FlowPath, clips: torch.Tensor, config: FlowTraini
     if config.smoke_weight > 1.0:
         bg = background if background is not None else z.median(dim=0).values  # fallback: typical latent
         weights = smoke_token_weights(z, bg.to(device), config.smoke_weight, config.smoke_threshold)
-    return flow_matching_loss(predicted, path.target_velocity(z, eps), weights)
+    return flow_matching_loss(predicted, target, weights)
 
 
 # --- the run folder -----------------------------------------------------------------------------------------
@@ -375,7 +391,8 @@ def train_flow(run_dir: str, config: dict, data_root: str, seed: int = 0, device
 
     # Validation measures RIVER's plain loss whatever the options, so runs with and without them compare.
     val_config = dataclasses.replace(train_config, smoke_weight=1.0, condition_noise=0.0,
-                                     reference_as_context_prob=0.0, rollout_reference_prob=0.0)
+                                     reference_as_context_prob=0.0, rollout_reference_prob=0.0,
+                                     warm_start_path_prob=0.0)
 
     @torch.no_grad()
     def validation_loss(weights: dict | None) -> float:
