@@ -167,6 +167,23 @@ def test_init_from_starts_from_another_runs_weights(latent_data, tmp_path):
     assert dist(a, b) < dist(a, c)
 
 
+def test_a_river_run_fine_tunes_into_a_network_with_the_warm_start_input(latent_data, tmp_path):
+    root, vqvae = latent_data
+    first, _ = _train(str(tmp_path), latent_data, "river", max_steps=2)
+    config = load_config(TINY_CONFIG)
+    config["flow"]["vector_field_regressor"]["warm_start_input"] = True
+    config["flow_training"].update(warm_start_path_prob=1.0, warm_start_path_max=0.5, rollout_reference_prob=0.5,
+                                   max_steps=1)
+    second = os.path.join(str(tmp_path), "warm")
+    train_flow(second, config, root, seed=3, vqvae_checkpoint=vqvae, show_progress=False, init_from=first)
+    a, b = load_file(os.path.join(first, "flow.safetensors")), load_file(os.path.join(second, "flow.safetensors"))
+    new = sorted(set(b) - set(a))
+    assert new and all(k.startswith("warm_start_mlp.") for k in new) and set(a) <= set(b)
+    # One step of fine-tuning: the shared weights moved only a little, and the new input started learning.
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 0.05
+    assert b["warm_start_mlp.2.weight"].abs().sum() > 0
+
+
 def test_predicted_references_are_made_exactly_as_the_sampler_makes_frames(latent_data):
     """The training-time prediction of a reference frame is the sampler's prediction (same noise, same steps)."""
     from smokeflow.data.latent_cache import LatentClipDataset

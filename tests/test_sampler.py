@@ -182,3 +182,30 @@ def test_project_frame_maps_each_generated_frame_before_it_is_fed_back(predictor
         torch.testing.assert_close(projected[:, f], 0.5 * seen[f])
     torch.testing.assert_close(seen[0], plain[:, 0])  # same draws: the first frame is the same before projection
     assert not torch.allclose(seen[1], plain[:, 1])  # later frames are conditioned on the projected ones
+
+
+def test_a_warm_start_input_network_is_told_the_samplers_warm_start(predictor):
+    """Every network call of a rollout gets the conditioning of its frame for the warm start s in use."""
+    import dataclasses
+
+    from smokeflow.flow.sampler import rollout
+    from smokeflow.models.vector_field import VectorField
+
+    model = VectorField(dataclasses.replace(predictor.model.config, warm_start_input=True)).eval()
+    model.load_state_dict(predictor.model.state_dict(), strict=False)
+    torch.nn.init.normal_(model.warm_start_mlp[-1].weight, std=0.1)
+    z = _obs(predictor, 1)
+    seen = []
+
+    def spy(y, t, condition):
+        seen.append(condition.clone())
+        return model.velocity(y, t, condition)
+
+    for s in (0.2, 0.5):
+        seen.clear()
+        out = rollout(model, predictor.path, z, 1, steps=2, warm_start=s, num_samples=2, seed=1, velocity_fn=spy)
+        expected = model.condition(z.expand(2, -1, -1, -1), z.expand(2, -1, -1, -1), torch.tensor([1, 1]), s)
+        assert len(seen) == 2 and all(torch.allclose(c, expected, atol=1e-6) for c in seen)
+        if s == 0.2:
+            first = out.latents
+    assert not torch.allclose(first, out.latents, atol=1e-4)

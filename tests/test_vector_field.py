@@ -77,3 +77,30 @@ def test_activation_choice_keeps_the_weights_and_changes_only_the_nonlinearity(t
     assert not torch.equal(a, b) and torch.allclose(a, b, atol=0.05)
     mlp = exact.in_blocks[0].mlp[1]
     assert isinstance(mlp, torch.nn.GELU) and mlp.approximate == "none"
+
+
+def test_warm_start_input_starts_as_the_river_network_then_uses_s(tiny_model, tmp_path):
+    from safetensors.torch import save_file
+
+    from smokeflow.errors import CheckpointError
+    from smokeflow.flow.predictor import load_flow_weights
+    from smokeflow.models.vector_field import VectorField
+
+    river_file = str(tmp_path / "river.safetensors")
+    save_file({k: v.contiguous() for k, v in tiny_model.state_dict().items()}, river_file)
+    with_s = VectorField(dataclasses.replace(tiny_model.config, warm_start_input=True)).eval()
+    with pytest.raises(CheckpointError, match="missing.*warm_start_mlp"):
+        load_flow_weights(with_s, river_file)  # plain loading stays strict
+    load_flow_weights(with_s, river_file, may_lack_new_inputs=True)  # fine-tuning from a RIVER network
+    x, t, ref, ctx, dist = _inputs(tiny_model)
+    s = torch.tensor([0.0, 0.1, 0.4])
+    # Zero-output initialisation: the same function as the network it was loaded from, whatever s is.
+    assert torch.equal(with_s(x, t, ref, ctx, dist, s), tiny_model(x, t, ref, ctx, dist))
+    torch.nn.init.normal_(with_s.warm_start_mlp[-1].weight, std=0.1)
+    out = with_s(x, t, ref, ctx, dist, s)
+    assert not torch.allclose(out, with_s(x, t, ref, ctx, dist, s.flip(0)), atol=1e-5)
+    # s is per sample, and a scalar s is broadcast over the batch.
+    assert torch.allclose(out[1:2], with_s(x[1:2], t[1:2], ref[1:2], ctx[1:2], dist[1:2], 0.1), atol=1e-5)
+    with_s.train()
+    with_s(x, t, ref, ctx, dist, s).pow(2).mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in with_s.warm_start_mlp.parameters())

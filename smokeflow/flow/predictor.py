@@ -38,12 +38,16 @@ def build_vector_field(config: FlowConfig) -> VectorField:
     return VectorField(config.vector_field_regressor)
 
 
-def load_flow_weights(model: VectorField, weights_path: str) -> None:
-    """Load safetensors weights (fp32 or fp16) into ``model``; CheckpointError names the file and problem."""
+def load_flow_weights(model: VectorField, weights_path: str, may_lack_new_inputs: bool = False) -> None:
+    """Load safetensors weights (fp32 or fp16) into ``model``; CheckpointError names the file and problem.
+
+    ``may_lack_new_inputs``: the file may come from a network without the warm-start input (fine-tuning with
+    ``init_from``); that input then starts at its initial, zero-output weights.
+    """
     if not os.path.isfile(weights_path):
         raise CheckpointError(weights_path, "flow weights not found (a VQVAE-only folder has none: train the "
                               "flow model with `smokeflow train`)")
-    load_state_into(model, weights_path)
+    load_state_into(model, weights_path, may_lack=("warm_start_mlp.",) if may_lack_new_inputs else ())
 
 
 class FlowPredictor:

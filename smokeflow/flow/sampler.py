@@ -107,6 +107,7 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
     with autocast:
         # Context tokens of every frame of the sequence, computed once per frame: [K, L, h*w, D].
         context_cache = [model.context_tokens(f) for f in frames]
+        warm_tokens = model.warm_start_tokens(warm_start, k)  # [K, 1, D], or 0.0 for a RIVER network
     batch_index = torch.arange(k, device=param.device)
     total_nfe = 0
     for f in range(num_frames):
@@ -114,7 +115,8 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
         reference = frames[n - 1]
         num_candidates = max(n - 1, 1)  # frames 0..n-2, or the reference itself when n == 1
         with autocast:
-            reference_tokens = model.reference_tokens(reference)
+            # The warm-start part is the same for every frame; adding it here keeps it out of the step loop.
+            reference_tokens = model.reference_tokens(reference) + warm_tokens
         contexts = torch.stack(context_cache[:num_candidates], dim=1)
 
         def draw_condition():

@@ -39,7 +39,10 @@ class VectorFieldConfig:
     half of the U (input and output); mid_depth: blocks in the middle; num_heads: attention heads;
     max_distance: largest index distance tau - c with its own embedding (larger ones are clamped);
     mlp_ratio: hidden width of the feed-forward part relative to inner_dim; activation: the feed-forward
-    non-linearity, ``gelu_tanh`` (tanh approximation) or ``gelu`` (exact erf form, about 2x cheaper on CPU).
+    non-linearity, ``gelu_tanh`` (tanh approximation) or ``gelu`` (exact erf form, about 2x cheaper on CPU);
+    warm_start_input: the network also sees the warm start s of the path it is on (not in RIVER; needed when it
+    is trained on the warm-start path of :mod:`smokeflow.flow.path` for several s, which a state alone does not
+    reveal). Off: the network and its weights are exactly RIVER's.
     """
 
     state_size: int = 256
@@ -51,6 +54,7 @@ class VectorFieldConfig:
     max_distance: int = 32
     mlp_ratio: float = 4.0
     activation: str = "gelu_tanh"
+    warm_start_input: bool = False
 
     def __post_init__(self):
         if self.activation not in _ACTIVATIONS:
@@ -136,6 +140,8 @@ class VectorField(nn.Module):
         self.position_embedding = nn.Parameter(torch.zeros(1, h * w, d))
         self.distance_embedding = nn.Embedding(config.max_distance + 1, d)
         self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.warm_start_mlp = (nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+                               if config.warm_start_input else None)
         block = dict(num_heads=config.num_heads, mlp_ratio=config.mlp_ratio, activation=config.activation)
         self.in_blocks = nn.ModuleList(Block(d, **block) for _ in range(config.depth))
         self.mid_blocks = nn.ModuleList(Block(d, **block) for _ in range(config.mid_depth))
@@ -155,6 +161,11 @@ class VectorField(nn.Module):
         # Start as the zero field: the first steps learn the mean velocity instead of fighting random outputs.
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        if self.warm_start_mlp is not None:
+            # Zero output: a network given this input starts out as the same function as one without it, so
+            # weights trained without it (init_from) fine-tune from where they are.
+            nn.init.zeros_(self.warm_start_mlp[-1].weight)
+            nn.init.zeros_(self.warm_start_mlp[-1].bias)
 
     # --- conditioning: computed once per frame (or once per candidate context frame) -------------------------
     @staticmethod
@@ -175,9 +186,19 @@ class VectorField(nn.Module):
         distance = distance.long().clamp(1, self.config.max_distance)
         return self.distance_embedding(distance)[:, None, :]
 
-    def condition(self, z_ref: torch.Tensor, z_ctx: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
-        """All conditioning of one network call: [B, h*w, D]."""
-        return self.reference_tokens(z_ref) + self.context_tokens(z_ctx) + self.distance_tokens(distance)
+    def warm_start_tokens(self, warm_start, batch_size: int) -> torch.Tensor | float:
+        """Warm start part: s (float, or float [B], in [0, 1)) -> [B, 1, D]; 0.0 when the network has no such input."""
+        if self.warm_start_mlp is None:
+            return 0.0
+        dtype, device = self.position_embedding.dtype, self.position_embedding.device
+        s = torch.as_tensor(warm_start, dtype=torch.float32, device=device).reshape(-1).expand(batch_size)
+        return self.warm_start_mlp(timestep_embedding(s, self.config.inner_dim).to(dtype))[:, None, :]
+
+    def condition(self, z_ref: torch.Tensor, z_ctx: torch.Tensor, distance: torch.Tensor,
+                  warm_start=0.0) -> torch.Tensor:
+        """All conditioning of one network call: [B, h*w, D]. ``warm_start``: s of the path (float or [B])."""
+        return (self.reference_tokens(z_ref) + self.context_tokens(z_ctx) + self.distance_tokens(distance)
+                + self.warm_start_tokens(warm_start, z_ref.shape[0]))
 
     # --- the part that changes at every ODE step ---------------------------------------------------------
     def time_token(self, t: torch.Tensor) -> torch.Tensor:
@@ -210,9 +231,9 @@ class VectorField(nn.Module):
         out = self.head(self.norm_out(x[:, 1:]))  # drop the time token
         return out.transpose(1, 2).reshape(b, c, h, w)
 
-    def forward(self, x_t, t, z_ref, z_ctx, distance) -> torch.Tensor:
-        """Training entry point: v(x_t, t | z_ref, z_ctx, distance) -> float [B, C, h, w]."""
-        return self.velocity(x_t, t, self.condition(z_ref, z_ctx, distance))
+    def forward(self, x_t, t, z_ref, z_ctx, distance, warm_start=0.0) -> torch.Tensor:
+        """Training entry point: v(x_t, t | z_ref, z_ctx, distance[, s]) -> float [B, C, h, w]."""
+        return self.velocity(x_t, t, self.condition(z_ref, z_ctx, distance, warm_start))
 
     def flops_per_call(self, batch_size: int = 1) -> int:
         """Multiply-add FLOPs (2 per MAC) of one :meth:`velocity` call: linear layers and attention matmuls."""

@@ -81,12 +81,17 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         raise CheckpointError(path, f"not a readable safetensors file (truncated or corrupt?): {err}") from None
 
 
-def load_state_into(module: torch.nn.Module, path: str | os.PathLike, device: str | torch.device = "cpu") -> None:
+def load_state_into(module: torch.nn.Module, path: str | os.PathLike, device: str | torch.device = "cpu",
+                    may_lack: tuple[str, ...] = ()) -> None:
     """Load safetensors weights into ``module`` strictly; missing/unexpected keys or shape mismatches raise
-    CheckpointError (the checkpoint does not fit the model described by config.yaml)."""
+    CheckpointError (the checkpoint does not fit the model described by config.yaml).
+
+    ``may_lack``: name prefixes of parameters the file may lack (they keep their initial values): a network
+    with an input the file's network did not have, initialised from it for fine-tuning.
+    """
     state = load_weights(path, device)
     own = module.state_dict()
-    missing = sorted(set(own) - set(state))
+    missing = sorted(k for k in set(own) - set(state) if not (may_lack and k.startswith(tuple(may_lack))))
     unexpected = sorted(set(state) - set(own))
     mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
                   for k in own if k in state and state[k].shape != own[k].shape]
@@ -101,7 +106,7 @@ def load_state_into(module: torch.nn.Module, path: str | os.PathLike, device: st
         raise CheckpointError(path, "weights do not fit the model in config.yaml: " + "; ".join(details))
     # Cast to the module's dtypes (shipped weights may be stored as float16).
     state = {k: v.to(own[k].dtype) for k, v in state.items()}
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=not may_lack)
 
 
 def file_sha256(path: str | os.PathLike, length: int = 16) -> str:

@@ -186,6 +186,7 @@ def training_loss(model, path: FlowPath, clips: torch.Tensor, config: FlowTraini
         z_ctx = z_ctx + std * torch.randn(z_ctx.shape, generator=generator).to(device)
     t = torch.rand(b, generator=generator).to(device)
     eps = torch.randn(z.shape, generator=generator).to(device)
+    s = torch.zeros(b, device=device)
     if config.warm_start_path_prob > 0:
         # Drawn only when on, so runs without the option keep RIVER's exact random stream.
         warm = torch.rand(b, generator=generator) < config.warm_start_path_prob
@@ -199,7 +200,7 @@ def training_loss(model, path: FlowPath, clips: torch.Tensor, config: FlowTraini
     distance = (target_idx - ctx_idx).to(device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     with autocast:
-        predicted = model(x_t, t, z_ref, z_ctx, distance)
+        predicted = model(x_t, t, z_ref, z_ctx, distance, s)
     weights = None
     if config.smoke_weight > 1.0:
         bg = background if background is not None else z.median(dim=0).values  # fallback: typical latent
@@ -346,7 +347,7 @@ def train_flow(run_dir: str, config: dict, data_root: str, seed: int = 0, device
     if init_from and not resume:
         from smokeflow.flow.predictor import load_flow_weights
 
-        load_flow_weights(model, os.path.join(init_from, FLOW_WEIGHTS))
+        load_flow_weights(model, os.path.join(init_from, FLOW_WEIGHTS), may_lack_new_inputs=True)
     path = FlowPath(flow_config.sigma)
     ema = EMA(model, train_config.ema_decay) if train_config.ema_decay > 0 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.learning_rate,

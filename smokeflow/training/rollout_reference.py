@@ -55,7 +55,7 @@ def predicted_references(model, path: FlowPath, clips: torch.Tensor, ref_idx: to
     distance = (ref_idx - ctx_idx).to(device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     with autocast:
-        condition = network.condition(previous, context, distance)
+        condition = network.condition(previous, context, distance, warm_start)
 
     def velocity(t, y):
         with autocast:
