@@ -149,6 +149,22 @@ def test_wandb_without_the_package_is_a_clear_error(latent_data, tmp_path, capsy
     assert "wandb" in capsys.readouterr().err
 
 
+def test_wandb_offline_run_logs_the_same_metrics(latent_data, tmp_path, monkeypatch):
+    """Where wandb is installed: --wandb without network stores an offline run inside the run folder."""
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    root, vqvae = latent_data
+    code = cli_main(["train", "--run-name", "w", "--config", TINY_CONFIG, "--device", "cpu", "--data", root,
+                     "--vqvae-checkpoint", vqvae, "--runs-dir", str(tmp_path), "--no-progress", "--wandb",
+                     "--max-steps", "2"])
+    assert code == 0
+    offline = [d for d in os.listdir(tmp_path / "w" / "wandb") if d.startswith("offline-run-")]
+    assert len(offline) == 1
+    assert any(name.endswith(".wandb") for name in os.listdir(tmp_path / "w" / "wandb" / offline[0]))
+    assert [r["step"] for r in read_metrics(tmp_path / "w", "train")] == [2]
+
+
 def test_time_limit_stops_after_a_checkpoint(latent_data, tmp_path):
     run_dir, _ = _train(str(tmp_path), latent_data, "timed", max_minutes=0.0)
     assert torch.load(os.path.join(run_dir, "train_state.pt"), weights_only=True)["step"] == 1
