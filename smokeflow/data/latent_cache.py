@@ -380,12 +380,16 @@ class LatentClipDataset(torch.utils.data.Dataset):
         """(video index, frame indices within the video, flip) of item ``index``."""
         return self._planner.plan(index)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def stored_clip(self, index: int) -> np.ndarray:
+        """Item ``index`` as stored in the cache: float16 [T,C,h,w], not yet converted. Batches are stacked in
+        this form and converted once on the training device (half the bytes to copy, see ``load_batch``)."""
         video, frames, flip = self.clip_plan(index)
         offset = self.videos[video]["offset"]
         rows = [offset + f for f in frames]
-        clip = np.asarray(self._array(flip)[rows[0]:rows[-1] + 1:self.skip_frames + 1], dtype=np.float32)
-        return torch.from_numpy(clip)
+        return np.asarray(self._array(flip)[rows[0]:rows[-1] + 1:self.skip_frames + 1])
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(self.stored_clip(index).astype(np.float32))
 
     def video_latents(self, video: int, flipped: bool = False) -> torch.Tensor:
         """All latents of video ``video`` (index into ``.videos``): float32 [T,C,h,w]."""

@@ -157,7 +157,15 @@ def step_generator(seed: int, step: int, rank: int, stream: int) -> torch.Genera
 
 
 def load_batch(dataset, indices: list[int], device) -> torch.Tensor:
-    """Stack dataset items (float32 [T, C, h, w]) -> [B, T, C, h, w] on ``device``."""
+    """Stack dataset items (float32 [T, C, h, w]) -> float32 [B, T, C, h, w] on ``device``.
+
+    A latent cache's clips are stacked as stored (float16) and converted on ``device``: the same values
+    (float16 -> float32 is exact) for half the bytes read, stacked and copied, which is what limits large
+    batches on a GPU.
+    """
+    if hasattr(dataset, "stored_clip"):
+        stacked = np.stack([dataset.stored_clip(i) for i in indices])
+        return torch.from_numpy(stacked).to(device).float()
     return torch.stack([torch.as_tensor(dataset[i]) for i in indices]).to(device)
 
 
