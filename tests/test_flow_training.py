@@ -286,3 +286,37 @@ def test_ema_state_loads_onto_the_models_device():
     ema.load_state_dict(saved)
     assert all(v.device.type == "meta" for v in ema.shadow.values())
     assert ema.decay == 0.9
+
+
+def test_preloaded_latents_give_the_same_batches_and_the_same_run(latent_data, tmp_path):
+    """Batches gathered from the cache held in memory (the default on CUDA) equal the per-clip reads, flips
+    included, and a run trained on them ends with the same weights."""
+    from smokeflow.data.latent_cache import LatentClipDataset
+    from smokeflow.data.preloaded_latents import PreloadedLatentClips
+    from smokeflow.training.flow_trainer import load_batch
+
+    root, _ = latent_data
+    dataset = LatentClipDataset(root, "train", 4, random_horizontal_flip=True, windows="all", seed=5)
+    preloaded = PreloadedLatentClips(dataset, "cpu")
+    assert preloaded.nbytes == 2 * dataset.stored_array().nbytes
+    flips_seen = set()
+    for epoch in range(4):
+        dataset.set_epoch(epoch)
+        indices = [0, len(dataset) - 1, 1, 0]
+        flips_seen.update(dataset.clip_rows(i)[1] for i in indices)
+        expected = torch.stack([dataset[i] for i in indices])
+        assert torch.equal(preloaded.batch(indices), expected)
+        assert torch.equal(load_batch(dataset, indices, "cpu"), expected)
+    assert flips_seen == {True, False}  # both kinds of rows were gathered
+
+    config = load_config(TINY_CONFIG)
+    runs = {}
+    for preload in (True, False):
+        config["flow_training"] = {**config["flow_training"], "preload_latents": preload}
+        root, vqvae = latent_data
+        run_dir = os.path.join(str(tmp_path), f"preload_{preload}")
+        train_flow(run_dir, config, root, seed=3, vqvae_checkpoint=vqvae, show_progress=False, max_steps=3)
+        runs[preload] = load_file(os.path.join(run_dir, "flow.safetensors"))
+    assert all(torch.equal(runs[True][k], runs[False][k]) for k in runs[True])
+    with pytest.raises(ValueError, match="preload_latents"):
+        FlowTrainingConfig(preload_latents="sometimes")

@@ -380,12 +380,21 @@ class LatentClipDataset(torch.utils.data.Dataset):
         """(video index, frame indices within the video, flip) of item ``index``."""
         return self._planner.plan(index)
 
+    def clip_rows(self, index: int) -> tuple[list[int], bool]:
+        """Rows of the cache array (:meth:`stored_array`) that make item ``index``, in frame order, and whether
+        they are rows of the flipped latents."""
+        video, frames, flip = self.clip_plan(index)
+        offset = self.videos[video]["offset"]
+        return [offset + f for f in frames], flip
+
+    def stored_array(self, flipped: bool = False) -> np.ndarray:
+        """The whole memory-mapped cache array, float16 [N_frames, C, h, w] (flipped latents if ``flipped``)."""
+        return self._array(flipped)
+
     def stored_clip(self, index: int) -> np.ndarray:
         """Item ``index`` as stored in the cache: float16 [T,C,h,w], not yet converted. Batches are stacked in
         this form and converted once on the training device (half the bytes to copy, see ``load_batch``)."""
-        video, frames, flip = self.clip_plan(index)
-        offset = self.videos[video]["offset"]
-        rows = [offset + f for f in frames]
+        rows, flip = self.clip_rows(index)
         return np.asarray(self._array(flip)[rows[0]:rows[-1] + 1:self.skip_frames + 1])
 
     def __getitem__(self, index: int) -> torch.Tensor:

@@ -61,6 +61,9 @@ class FlowTrainingConfig:
     :mod:`smokeflow.training.rollout_reference`), ``warm_start_path_prob`` (0 = off: share of clips trained on
     the warm-start path of :mod:`smokeflow.flow.path` from the reference frame, with s ~ U[0,
     ``warm_start_path_max``] and t ~ U[s, 1], so the network learns the states the warm-started sampler visits).
+    Data: ``preload_latents`` ("auto" = on when training on CUDA, or true / false) holds the training split's
+    latent cache in the device's memory and gathers batches there (:mod:`smokeflow.data.preloaded_latents`;
+    same batches, without the per-clip read loop that otherwise limits a GPU).
     Bookkeeping: every ``log_every`` steps a metrics line, every ``val_every`` a validation loss over
     ``val_batches`` batches, every ``sample_every`` a rollout GIF, every ``checkpoint_every`` a checkpoint.
     """
@@ -90,8 +93,14 @@ class FlowTrainingConfig:
     sample_every: int = 1000
     sample_steps: int = 10
     checkpoint_every: int = 250
+    preload_latents: str | bool = "auto"
 
     def __post_init__(self):
+        preload = {"auto": "auto", "true": True, "on": True, "false": False, "off": False}
+        key = str(self.preload_latents).lower()
+        if key not in preload:
+            raise ValueError(f"preload_latents must be auto, true or false, got {self.preload_latents!r}")
+        self.preload_latents = preload[key]
         for name in ("batch_size", "max_steps", "log_every", "val_every", "val_batches", "sample_every",
                      "sample_steps", "checkpoint_every"):
             if int(getattr(self, name)) < 1:
@@ -317,6 +326,7 @@ def train_flow(run_dir: str, config: dict, data_root: str, seed: int = 0, device
     from tqdm import tqdm
 
     from smokeflow.data.latent_cache import LatentClipDataset
+    from smokeflow.data.preloaded_latents import PreloadedLatentClips
 
     ctx = init_distributed(device)
     rank, world_size, device, is_main = ctx.rank, ctx.world_size, ctx.device, ctx.is_main
@@ -344,6 +354,12 @@ def train_flow(run_dir: str, config: dict, data_root: str, seed: int = 0, device
                                 random_horizontal_flip=False, windows="all", seed=seed)
     if len(train_set) == 0:
         raise DataError(data_root, "the latent cache has no training clips")
+    preload = train_config.preload_latents
+    if preload == "auto":
+        # On CUDA, when the cache takes at most half of the free GPU memory (the rest is the training's).
+        cache_bytes = train_set.stored_array().nbytes * (2 if flip else 1)
+        preload = device.type == "cuda" and cache_bytes <= 0.5 * torch.cuda.mem_get_info(device)[0]
+    train_batches = PreloadedLatentClips(train_set, device) if preload else None
     first = torch.as_tensor(train_set[0])
     expected = (flow_config.vector_field_regressor.state_size, *flow_config.vector_field_regressor.state_res)
     if tuple(first.shape[1:]) != expected:
@@ -429,7 +445,7 @@ def train_flow(run_dir: str, config: dict, data_root: str, seed: int = 0, device
         draw = step_generator(seed, step, rank, 0)
         indices = torch.randint(0, len(train_set), (train_config.batch_size,), generator=draw).tolist()
         train_set.set_epoch(step)
-        clips = load_batch(train_set, indices, device)
+        clips = train_batches.batch(indices) if train_batches else load_batch(train_set, indices, device)
         loss = training_loss(train_model, path, clips, train_config, step_generator(seed, step, rank, 1),
                              background)
         optimizer.zero_grad(set_to_none=True)
