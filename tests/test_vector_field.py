@@ -104,3 +104,31 @@ def test_warm_start_input_starts_as_the_river_network_then_uses_s(tiny_model, tm
     with_s.train()
     with_s(x, t, ref, ctx, dist, s).pow(2).mean().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in with_s.warm_start_mlp.parameters())
+
+
+def test_data_prediction_turns_the_heads_clean_latent_into_the_paths_velocity(tiny_model):
+    """prediction: data keeps the weights; the head's output is read as z_hat and v = (z_hat - x_t) / (1 - t),
+    which is the velocity of x_t = (1 - t) eps + t z_hat, with 1 - t clamped near t = 1. The CPU fast path
+    (packed weights) gives the same velocities."""
+    from smokeflow.flow.packed_velocity import PackedVelocity, packing_available
+    from smokeflow.models.vector_field import DATA_PREDICTION_MIN_GAP
+
+    data_config = dataclasses.replace(tiny_model.config, prediction="data")
+    data_model = build_vector_field(FlowConfig(sigma=1e-7, vector_field_regressor=data_config)).eval()
+    data_model.load_state_dict(tiny_model.state_dict())
+    x, t, ref, ctx, dist = _inputs(tiny_model)
+    t = torch.tensor([0.0, 0.5, 0.99])
+    with torch.no_grad():
+        z_hat = tiny_model(x, t, ref, ctx, dist)  # the same head output, read as a velocity there
+        v = data_model(x, t, ref, ctx, dist)
+    gap = torch.tensor([1.0, 0.5, DATA_PREDICTION_MIN_GAP]).view(3, 1, 1, 1)
+    assert torch.allclose(v, (z_hat - x) / gap, atol=1e-5)
+    # At t = 0.5: one Euler step of length 1 - t from x_t lands on the predicted clean latent.
+    assert torch.allclose(x[1] + 0.5 * v[1], z_hat[1], atol=1e-5)
+    if packing_available():
+        condition = data_model.condition(ref, ctx, dist)
+        with torch.no_grad():
+            packed = PackedVelocity(data_model)(x, t, condition)
+        assert torch.allclose(packed, v, atol=1e-4)
+    with pytest.raises(ConfigError, match="prediction"):
+        FlowConfig.from_section({"vector_field_regressor": {"prediction": "noise"}})
