@@ -113,7 +113,7 @@ def test_compiled_velocity_gives_the_eager_rollout(predictor):
 
 def test_failed_compilation_falls_back_to_eager_with_a_warning(predictor, monkeypatch):
     def broken_compile(fn, **kwargs):
-        def call(*args):
+        def call(*args, **kwargs):
             raise RuntimeError("no C++ compiler found\nlong traceback text")
         return call
 
@@ -197,9 +197,9 @@ def test_a_warm_start_input_network_is_told_the_samplers_warm_start(predictor):
     z = _obs(predictor, 1)
     seen = []
 
-    def spy(y, t, condition):
+    def spy(y, t, condition, anchor=None):
         seen.append(condition.clone())
-        return model.velocity(y, t, condition)
+        return model.velocity(y, t, condition, anchor=anchor)
 
     for s in (0.2, 0.5):
         seen.clear()

@@ -132,3 +132,39 @@ def test_data_prediction_turns_the_heads_clean_latent_into_the_paths_velocity(ti
         assert torch.allclose(packed, v, atol=1e-4)
     with pytest.raises(ConfigError, match="prediction"):
         FlowConfig.from_section({"vector_field_regressor": {"prediction": "noise"}})
+
+
+def test_residual_prediction_adds_the_head_output_to_the_reference(tiny_model):
+    """prediction: residual reads the head's output as the change from z_ref: z_hat = z_ref + out. The packed
+    CPU path agrees, a call without the reference is refused, and with the zero-initialised head a fresh
+    network's rollout is the last observed frame repeated (copy-last), from any warm start."""
+    from smokeflow.flow.packed_velocity import PackedVelocity, packing_available
+    from smokeflow.flow.path import FlowPath
+    from smokeflow.flow.sampler import rollout
+
+    config = dataclasses.replace(tiny_model.config, prediction="residual")
+    model = build_vector_field(FlowConfig(sigma=1e-7, vector_field_regressor=config)).eval()
+    model.load_state_dict(tiny_model.state_dict())
+    x, t, ref, ctx, dist = _inputs(tiny_model)
+    t = torch.tensor([0.0, 0.5, 0.8])
+    with torch.no_grad():
+        out = tiny_model(x, t, ref, ctx, dist)  # the same head output, read as a velocity there
+        v = model(x, t, ref, ctx, dist)
+    gap = (1.0 - t).view(3, 1, 1, 1)
+    assert torch.allclose(v, (ref + out - x) / gap, atol=1e-5)
+    condition = model.condition(ref, ctx, dist)
+    with pytest.raises(ValueError, match="reference latent"):
+        model.velocity(x, t, condition)
+    if packing_available():
+        with torch.no_grad():
+            packed = PackedVelocity(model)(x, t, condition, anchor=ref)
+        assert torch.allclose(packed, v, atol=1e-4)
+
+    fresh = build_vector_field(FlowConfig(sigma=1e-7, vector_field_regressor=config)).eval()
+    z_obs = ref[:2]
+    for s in (0.0, 0.3):
+        with torch.no_grad():
+            latents = rollout(fresh, FlowPath(1e-7), z_obs, 3, steps=4, warm_start=s, num_samples=2).latents
+        assert latents.shape == (2, 3, *ref.shape[1:])
+        # Euler from x_s with v = (z_ref - x) / (1 - t) lands exactly on z_ref after the last step.
+        torch.testing.assert_close(latents, z_obs[-1].expand_as(latents), atol=1e-5, rtol=0)

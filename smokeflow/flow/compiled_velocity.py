@@ -31,7 +31,7 @@ from smokeflow.models.vector_field import VectorField
 
 
 class CompiledVelocity:
-    """Callable with the signature of ``model.velocity(x_t [B,C,h,w], t [B], condition [B,h*w,D])``.
+    """Callable with the signature of ``model.velocity(x_t [B,C,h,w], t [B], condition [B,h*w,D], anchor)``.
 
     packed: compile the oneDNN-packed copy of the model (:mod:`smokeflow.flow.packed_velocity`; CPU float32)
     instead of the model itself; a failed compile then falls back to that packed copy, run eagerly.
@@ -56,13 +56,14 @@ class CompiledVelocity:
             # (11 interleaved rounds).
             self._settings = lambda: inductor_config.patch(freezing=True, cpp_wrapper=True)
 
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor,
+                 anchor: torch.Tensor | None = None) -> torch.Tensor:
         if self.failure is None:
             try:
                 with self._settings():
-                    return self._compiled(x_t, t, condition)
+                    return self._compiled(x_t, t, condition, anchor=anchor)
             except Exception as err:  # noqa: BLE001 - any compiler failure falls back to the same eager call
                 self.failure = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
                 warnings.warn(f"torch.compile of the flow model failed ({self.failure}); running it eagerly "
                               "(same results, slower)", RuntimeWarning, stacklevel=2)
-        return self.network.velocity(x_t, t, condition)
+        return self.network.velocity(x_t, t, condition, anchor=anchor)

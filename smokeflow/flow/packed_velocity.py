@@ -101,7 +101,7 @@ def packed_copy(model: VectorField) -> VectorField:
 
 
 class PackedVelocity:
-    """Callable with the signature of ``model.velocity(x_t [B,C,h,w], t [B], condition [B,h*w,D])``, running
+    """Callable with the signature of ``model.velocity(x_t [B,C,h,w], t [B], condition [B,h*w,D], anchor)``, running
     the packed copy of ``model`` made at construction."""
 
     # Distinct (t, batch) keys kept; a rollout meets N (or a few times N for the higher-order solvers).
@@ -122,7 +122,10 @@ class PackedVelocity:
             token = self._time_tokens[key] = self.network.time_token(t)
         return token
 
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor,
+                 anchor: torch.Tensor | None = None) -> torch.Tensor:
         if t.ndim == 0:
             t = t.expand(x_t.shape[0])
-        return self.network.velocity(x_t.float(), t, condition.float(), time_token=self.time_token(t))
+        anchor = None if anchor is None else anchor.float()
+        return self.network.velocity(x_t.float(), t, condition.float(), time_token=self.time_token(t),
+                                     anchor=anchor)

@@ -78,7 +78,7 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
             context_policy: str = "per_call",
             callback: Callable[[RolloutProgress], None] | None = None,
             rtol: float = 1e-3, atol: float = 1e-3,
-            velocity_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+            velocity_fn: Callable[..., torch.Tensor] | None = None,
             project_frame: Callable[[torch.Tensor], torch.Tensor] | None = None,
             ) -> RolloutResult:
     """Generate ``num_frames`` latent frames after the observed ones, for ``num_samples`` samples in a batch.
@@ -86,7 +86,7 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
     z_obs: float [T_obs, C, h, w] normalised observed latents (T_obs >= 1). Returns a :class:`RolloutResult`
     with latents [num_samples, num_frames, C, h, w] on z_obs's device. rtol/atol are dopri5's tolerances
     (1e-3 is far below what a decoded 8-bit frame can show). velocity_fn: the per-step network call with
-    ``model.velocity``'s signature (default: ``model.velocity``; e.g. a
+    ``model.velocity``'s signature (called as ``velocity_fn(x_t, t, condition, anchor=reference)``) (default: ``model.velocity``; e.g. a
     :class:`~smokeflow.flow.compiled_velocity.CompiledVelocity`). project_frame: applied to each generated
     frame [K, C, h, w] before it becomes the next reference and a context candidate, and what is returned;
     e.g. the autoencoder's decode-encode round trip (``SmokeFlow.predict(..., reencode=True)``), which puts the
@@ -134,7 +134,7 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
         def velocity(t, y):
             condition = frame_condition if frame_condition is not None else draw_condition()
             with autocast:
-                v = velocity_fn(y, t.expand(y.shape[0]), condition)
+                v = velocity_fn(y, t.expand(y.shape[0]), condition, anchor=reference)
             return v.to(y.dtype)
 
         def on_step(step, num_steps):

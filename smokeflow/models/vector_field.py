@@ -30,7 +30,7 @@ import torch.nn.functional as F
 # Both GELU forms have no weights, so the choice only has to match what the model was trained with.
 _ACTIVATIONS = {"gelu_tanh": lambda: nn.GELU(approximate="tanh"), "gelu": lambda: nn.GELU()}
 
-PREDICTIONS = ("velocity", "data")
+PREDICTIONS = ("velocity", "data", "residual")
 # Smallest 1 - t that divides a predicted clean latent into a velocity: the samplers stop short of t = 1 (Euler
 # N = 10 last calls the network at t = 0.91), training draws t up to 1.
 DATA_PREDICTION_MIN_GAP = 0.05
@@ -54,6 +54,11 @@ class VectorFieldConfig:
     holds the noise, which a narrow network has to reproduce token by token; a clean latent lies near the data
     and is smoother to predict (Li & He 2025, "Back to Basics: Let Denoising Generative Models Denoise"). The
     loss stays the velocity loss either way, and the weights have the same shapes.
+    "residual": like "data", but the head outputs the change from the reference frame, z_hat = z_ref + out
+    (v = (z_ref + out - x_t) / (1 - t)). Why: consecutive smoke frames share most of their detail, and a network
+    that must carry it from its z_ref input through every block to the head (a learned near-identity map of a
+    256-channel latent) loses some of it, which shows as blur; with the skip the detail is passed on exactly and
+    the network spends itself on the motion. With the zero-initialised head it starts as copy-last-frame.
     """
 
     state_size: int = 256
@@ -221,11 +226,12 @@ class VectorField(nn.Module):
         return self.time_mlp(embedding)[:, None, :]
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor,
-                 time_token: torch.Tensor | None = None) -> torch.Tensor:
+                 time_token: torch.Tensor | None = None, anchor: torch.Tensor | None = None) -> torch.Tensor:
         """Velocity at (x_t, t) given precomputed conditioning tokens [B, h*w, D] -> [B, C, h, w].
 
         time_token: ``self.time_token(t)`` when the caller already has it ([B, 1, D]; the sampler meets the
-        same few t values in every frame, so the CPU fast path caches them).
+        same few t values in every frame, so the CPU fast path caches them). anchor: the reference latent z_ref
+        [B, C, h, w] that a "residual" network adds its output to (required there, ignored otherwise).
         """
         b, c, h, w = x_t.shape
         if t.ndim == 0:
@@ -244,14 +250,18 @@ class VectorField(nn.Module):
             x = block(x, kept.pop())
         out = self.head(self.norm_out(x[:, 1:]))  # drop the time token
         out = out.transpose(1, 2).reshape(b, c, h, w)
-        if self.config.prediction == "data":
-            gap = (1.0 - t.float()).clamp(min=DATA_PREDICTION_MIN_GAP).to(out.dtype).view(b, 1, 1, 1)
-            return (out - x_t.to(out.dtype)) / gap
-        return out
+        if self.config.prediction == "velocity":
+            return out
+        if self.config.prediction == "residual":
+            if anchor is None:
+                raise ValueError("a residual-prediction network needs the reference latent (anchor=z_ref)")
+            out = out + anchor.to(out.dtype)
+        gap = (1.0 - t.float()).clamp(min=DATA_PREDICTION_MIN_GAP).to(out.dtype).view(b, 1, 1, 1)
+        return (out - x_t.to(out.dtype)) / gap
 
     def forward(self, x_t, t, z_ref, z_ctx, distance, warm_start=0.0) -> torch.Tensor:
         """Training entry point: v(x_t, t | z_ref, z_ctx, distance[, s]) -> float [B, C, h, w]."""
-        return self.velocity(x_t, t, self.condition(z_ref, z_ctx, distance, warm_start))
+        return self.velocity(x_t, t, self.condition(z_ref, z_ctx, distance, warm_start), anchor=z_ref)
 
     def flops_per_call(self, batch_size: int = 1) -> int:
         """Multiply-add FLOPs (2 per MAC) of one :meth:`velocity` call: linear layers and attention matmuls."""

@@ -59,7 +59,7 @@ def predicted_references(model, path: FlowPath, clips: torch.Tensor, ref_idx: to
 
     def velocity(t, y):
         with autocast:
-            return network.velocity(y, t.expand(b), condition).to(y.dtype)
+            return network.velocity(y, t.expand(b), condition, anchor=previous).to(y.dtype)
 
     y0 = path.warm_start(previous, eps, warm_start)
     predicted, _ = integrate(velocity, y0, warm_start, 1.0, steps, "euler")
