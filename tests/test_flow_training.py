@@ -130,6 +130,14 @@ def test_loss_options_change_the_loss_and_the_schedule_warms_up_then_decays(late
     assert loss(dataclasses.replace(base, warm_start_path_prob=1.0, warm_start_path_max=0.0)) == plain
     warm = dataclasses.replace(base, warm_start_path_prob=1.0, warm_start_path_max=0.5)
     assert loss(warm) == loss(warm) != plain
+    # On CPU the step's Gaussian noise comes from the step's generator itself (no extra draw); on a GPU from a
+    # generator there seeded by one draw from it (benchmarks/check_cuda.py runs that path).
+    from smokeflow.training.flow_trainer import device_noise_generator
+
+    generator = torch.Generator().manual_seed(3)
+    assert device_noise_generator(generator, torch.device("cpu")) is generator
+    assert generator.initial_seed() == 3 and torch.equal(generator.get_state(),
+                                                         torch.Generator().manual_seed(3).get_state())
     lr = [learning_rate_factor(s, dataclasses.replace(base, warmup_steps=4, max_steps=20)) for s in range(20)]
     assert lr[0] < lr[3] == 1.0 and lr[-1] < lr[10] < lr[4]
     assert abs(lr[-1] - base.min_lr_ratio) < 0.02

@@ -178,10 +178,27 @@ def load_batch(dataset, indices: list[int], device) -> torch.Tensor:
     return torch.stack([torch.as_tensor(dataset[i]) for i in indices]).to(device)
 
 
+def device_noise_generator(generator: torch.Generator, device: torch.device) -> torch.Generator:
+    """The generator that draws a step's latent-sized Gaussian noise (eps, conditioning noise), on ``device``.
+
+    On CPU it is ``generator`` itself, so CPU runs draw exactly what they always drew. On an accelerator it is a
+    generator there, seeded by one draw from ``generator``: still a function of (seed, step, rank) alone, so
+    resume stays exact. Why: drawn on the host, the noise of one batch-256 step ([256, 256, 8, 8] three or four
+    times) took ~35 ms per tensor on this CPU before its copy to the GPU; the lent H200 trained the 8M-parameter
+    network at only 6-10 steps/s with its compute nearly idle, and bigger batches would have been host-bound.
+    """
+    if device.type == "cpu":
+        return generator
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def training_loss(model, path: FlowPath, clips: torch.Tensor, config: FlowTrainingConfig,
                   generator: torch.Generator, background: torch.Tensor | None) -> torch.Tensor:
-    """RIVER's loss on a batch of latent clips [B, T, C, h, w] with all random draws from ``generator``."""
+    """RIVER's loss on a batch of latent clips [B, T, C, h, w] with all random draws from ``generator``
+    (latent-sized noise through :func:`device_noise_generator`)."""
     b, num_frames = clips.shape[:2]
+    noise = device_noise_generator(generator, clips.device)
     target_idx, ref_idx, ctx_idx = sample_frame_indices(b, num_frames, generator,
                                                         config.reference_as_context_prob)
     rows = torch.arange(b)
@@ -193,16 +210,17 @@ def training_loss(model, path: FlowPath, clips: torch.Tensor, config: FlowTraini
             used = clips.clone()
             used[chosen.to(device)] = chained_predicted_clips(
                 model, path, clips[chosen.to(device)], ref_idx[chosen], int(config.rollout_reference_chain),
-                int(config.rollout_reference_steps), config.rollout_reference_warm_start, generator)
+                int(config.rollout_reference_steps), config.rollout_reference_warm_start, generator,
+                noise_generator=noise)
             # A context frame inside the predicted chain (or the reference itself) is a prediction too.
             z_ref, z_ctx = used[rows, ref_idx], used[rows, ctx_idx]
     z_prev = z_ref  # the warm start's previous frame: the reference as the sampler has it, before the noise below
     if config.condition_noise > 0:
         std = (torch.rand(b, 1, 1, 1, generator=generator) * config.condition_noise).to(device)
-        z_ref = z_ref + std * torch.randn(z_ref.shape, generator=generator).to(device)
-        z_ctx = z_ctx + std * torch.randn(z_ctx.shape, generator=generator).to(device)
+        z_ref = z_ref + std * torch.randn(z_ref.shape, generator=noise, device=device)
+        z_ctx = z_ctx + std * torch.randn(z_ctx.shape, generator=noise, device=device)
     t = torch.rand(b, generator=generator).to(device)
-    eps = torch.randn(z.shape, generator=generator).to(device)
+    eps = torch.randn(z.shape, generator=noise, device=device)
     s = torch.zeros(b, device=device)
     if config.warm_start_path_prob > 0:
         # Drawn only when on, so runs without the option keep RIVER's exact random stream.
@@ -457,13 +475,15 @@ def train_flow(run_dir: str, config: dict, data_root: str, seed: int = 0, device
         if ema is not None:
             ema.update(model)
         done = step + 1
-        window_loss += loss.item()
+        # Summed on the device and read at log time: a per-step .item() makes the host wait for the GPU.
+        window_loss = window_loss + loss.detach().float()
         window_steps += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
         if done % train_config.log_every == 0 or done == train_config.max_steps:
             elapsed = time.perf_counter() - window_start
-            last = {"train_loss": window_loss / window_steps, "lr": scheduler.get_last_lr()[0],
+            mean_loss = float(window_loss) / window_steps
+            bar.set_postfix(loss=f"{mean_loss:.4f}")
+            last = {"train_loss": mean_loss, "lr": scheduler.get_last_lr()[0],
                     "steps_per_s": window_steps / max(elapsed, 1e-9), "grad_norm": float(grad_norm)}
             if world_size > 1:
                 # What each rank trained on in this step (sum of its clips): ranks must see different data.

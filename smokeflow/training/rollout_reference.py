@@ -31,12 +31,14 @@ from smokeflow.flow.solvers import integrate
 
 @torch.no_grad()
 def predicted_references(model, path: FlowPath, clips: torch.Tensor, ref_idx: torch.Tensor, steps: int,
-                         warm_start: float, generator: torch.Generator) -> torch.Tensor:
+                         warm_start: float, generator: torch.Generator,
+                         noise_generator: torch.Generator | None = None) -> torch.Tensor:
     """The model's predictions of frames ``ref_idx`` (0-based, each >= 1) of ``clips`` [B, T, C, h, w].
 
     Each is predicted from the frame before it, with a context frame drawn uniformly from the frames before
     that (distance >= 2), or that frame itself at distance 1 when it is the clip's first frame.
-    Returns float [B, C, h, w] (normalised latents, like the clips). All draws come from ``generator``.
+    Returns float [B, C, h, w] (normalised latents, like the clips). All draws come from ``generator``, except
+    the Gaussian noise when ``noise_generator`` (a generator on the clips' device) is given.
     """
     if (ref_idx < 1).any():
         raise ValueError("a predicted reference needs a frame before it (ref_idx >= 1)")
@@ -46,7 +48,8 @@ def predicted_references(model, path: FlowPath, clips: torch.Tensor, ref_idx: to
     rows = torch.arange(b, device=device)
     prev_idx = ref_idx - 1
     # Noise first, drawn like the sampler draws it, so both make the same frame from the same generator state.
-    eps = torch.randn((b, *clips.shape[2:]), generator=generator).to(device, clips.dtype)
+    eps = torch.randn((b, *clips.shape[2:]), generator=noise_generator or generator,
+                      device=(noise_generator or generator).device).to(device, clips.dtype)
     # Context among frames 0..prev_idx-1 (distance >= 2), or the previous frame itself when prev_idx == 0.
     ctx_idx = (torch.rand(b, generator=generator) * prev_idx.float()).long().clamp(max=(prev_idx - 1).clamp(min=0))
     ctx_idx = torch.where(prev_idx == 0, prev_idx, ctx_idx)
@@ -68,13 +71,15 @@ def predicted_references(model, path: FlowPath, clips: torch.Tensor, ref_idx: to
 
 @torch.no_grad()
 def chained_predicted_clips(model, path: FlowPath, clips: torch.Tensor, ref_idx: torch.Tensor, chain: int,
-                            steps: int, warm_start: float, generator: torch.Generator) -> torch.Tensor:
+                            steps: int, warm_start: float, generator: torch.Generator,
+                            noise_generator: torch.Generator | None = None) -> torch.Tensor:
     """``clips`` [B, T, C, h, w] with frames ``ref_idx - l + 1 .. ref_idx`` replaced by chained predictions.
 
     l is drawn per clip uniformly from 1..min(chain, ref_idx) (always 1 for ``chain`` = 1, which draws
     nothing extra); frame ``ref_idx - l`` and those before it stay true. Each predicted frame is made by
     :func:`predicted_references` from the clip as replaced so far, so its reference and any context inside
-    the chain are earlier predictions. Returns a new tensor; ``clips`` is not changed.
+    the chain are earlier predictions. Returns a new tensor; ``clips`` is not changed. ``noise_generator``: as
+    in :func:`predicted_references`.
     """
     if chain < 1:
         raise ValueError(f"chain must be >= 1, got {chain}")
@@ -92,5 +97,5 @@ def chained_predicted_clips(model, path: FlowPath, clips: torch.Tensor, ref_idx:
         rows = sel.nonzero().squeeze(1).to(device)
         frame = ref_idx[sel] - back
         out[rows, frame.to(device)] = predicted_references(model, path, out[rows], frame, steps, warm_start,
-                                                           generator)
+                                                           generator, noise_generator)
     return out
