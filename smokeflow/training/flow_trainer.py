@@ -208,8 +208,10 @@ def training_loss(model, path: FlowPath, clips: torch.Tensor, config: FlowTraini
         chosen = torch.rand(b, generator=generator) < config.rollout_reference_prob
         if chosen.any():
             used = clips.clone()
-            used[chosen.to(device)] = chained_predicted_clips(
-                model, path, clips[chosen.to(device)], ref_idx[chosen], int(config.rollout_reference_chain),
+            # Row indices made on the host: a boolean mask on the GPU would make the host wait for it.
+            chosen_rows = chosen.nonzero().squeeze(1).to(device)
+            used[chosen_rows] = chained_predicted_clips(
+                model, path, clips[chosen_rows], ref_idx[chosen], int(config.rollout_reference_chain),
                 int(config.rollout_reference_steps), config.rollout_reference_warm_start, generator,
                 noise_generator=noise)
             # A context frame inside the predicted chain (or the reference itself) is a prediction too.
