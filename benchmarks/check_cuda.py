@@ -92,8 +92,9 @@ def compare_loss_precision() -> None:
     for device in ("cpu", DEVICE):
         model = FlowPredictor.from_folder(os.path.join(ROOT, "checkpoints/default"), device, pack=False).model
         with torch.no_grad():  # training_loss itself autocasts to bf16 on CUDA
+            # noise_on_device=False: both draw their noise on the host from the same generator.
             losses[device] = float(training_loss(model, path, clips.to(device), train_config,
-                                                 torch.Generator().manual_seed(0), None))
+                                                 torch.Generator().manual_seed(0), None, noise_on_device=False))
     print(f"  loss cpu fp32 {losses['cpu']:.5f}  {DEVICE} {losses[DEVICE]:.5f}  relative difference "
           f"{abs(losses[DEVICE] - losses['cpu']) / losses['cpu']:.2e}")
 

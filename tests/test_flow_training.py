@@ -136,6 +136,8 @@ def test_loss_options_change_the_loss_and_the_schedule_warms_up_then_decays(late
 
     generator = torch.Generator().manual_seed(3)
     assert device_noise_generator(generator, torch.device("cpu")) is generator
+    assert training_loss(model, FlowPath(), clips, base, torch.Generator().manual_seed(0), None,
+                         noise_on_device=False).item() == plain
     assert generator.initial_seed() == 3 and torch.equal(generator.get_state(),
                                                          torch.Generator().manual_seed(3).get_state())
     lr = [learning_rate_factor(s, dataclasses.replace(base, warmup_steps=4, max_steps=20)) for s in range(20)]

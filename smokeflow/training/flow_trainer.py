@@ -193,12 +193,19 @@ def device_noise_generator(generator: torch.Generator, device: torch.device) -> 
     return torch.Generator(device=device).manual_seed(seed)
 
 
+def _normal(shape, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Standard normal float32 ``shape`` drawn where ``generator`` lives, returned on ``device``."""
+    return torch.randn(shape, generator=generator, device=generator.device).to(device)
+
+
 def training_loss(model, path: FlowPath, clips: torch.Tensor, config: FlowTrainingConfig,
-                  generator: torch.Generator, background: torch.Tensor | None) -> torch.Tensor:
+                  generator: torch.Generator, background: torch.Tensor | None,
+                  noise_on_device: bool = True) -> torch.Tensor:
     """RIVER's loss on a batch of latent clips [B, T, C, h, w] with all random draws from ``generator``
-    (latent-sized noise through :func:`device_noise_generator`)."""
+    (latent-sized noise through :func:`device_noise_generator`; with ``noise_on_device`` False it is drawn
+    from ``generator`` on the host, so a CPU and a GPU call see the same draws, e.g. to compare precisions)."""
     b, num_frames = clips.shape[:2]
-    noise = device_noise_generator(generator, clips.device)
+    noise = device_noise_generator(generator, clips.device) if noise_on_device else generator
     target_idx, ref_idx, ctx_idx = sample_frame_indices(b, num_frames, generator,
                                                         config.reference_as_context_prob)
     rows = torch.arange(b)
@@ -219,10 +226,10 @@ def training_loss(model, path: FlowPath, clips: torch.Tensor, config: FlowTraini
     z_prev = z_ref  # the warm start's previous frame: the reference as the sampler has it, before the noise below
     if config.condition_noise > 0:
         std = (torch.rand(b, 1, 1, 1, generator=generator) * config.condition_noise).to(device)
-        z_ref = z_ref + std * torch.randn(z_ref.shape, generator=noise, device=device)
-        z_ctx = z_ctx + std * torch.randn(z_ctx.shape, generator=noise, device=device)
+        z_ref = z_ref + std * _normal(z_ref.shape, noise, device)
+        z_ctx = z_ctx + std * _normal(z_ctx.shape, noise, device)
     t = torch.rand(b, generator=generator).to(device)
-    eps = torch.randn(z.shape, generator=noise, device=device)
+    eps = _normal(z.shape, noise, device)
     s = torch.zeros(b, device=device)
     if config.warm_start_path_prob > 0:
         # Drawn only when on, so runs without the option keep RIVER's exact random stream.
