@@ -77,3 +77,40 @@ def test_smoke_statistics_shapes_and_a_rising_blob():
     np.testing.assert_allclose(np.diff(stats["centroid_y"]), -4.0)
     np.testing.assert_allclose(stats["centroid_x"], 11.5)
     np.testing.assert_allclose(stats["mass"], 16 * 120 / 255)
+
+
+def _blob(cy, cx, size=64):
+    """A smooth two-lobed smoke blob centred near (cy, cx) (floats allowed), uint8 [size, size, 3]."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    body = np.exp(-((yy - cy) ** 2 / (2 * 6**2) + (xx - cx) ** 2 / (2 * 4**2)))
+    lobe = 0.3 * np.exp(-((yy - cy - 5) ** 2 + (xx - cx + 4) ** 2) / (2 * 2.5**2))
+    return np.repeat((np.clip(body + lobe, 0, 1) * 220)[..., None], 3, axis=-1).astype(np.uint8)
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.5, 1.0, 2.0])
+def test_rise_and_drift_read_a_known_displacement(shift):
+    """Optical flow of a blob moved up by `shift` and right by shift / 2 pixels reads them within 4 %."""
+    from smokeflow.metrics.smoke_motion import smoke_motion
+
+    frames = np.stack([_blob(36, 30), _blob(36 - shift, 30 + shift / 2)])
+    drift, rise = smoke_motion(frames)
+    assert np.isnan(rise[0]) and np.isnan(drift[0])  # nothing before the first frame
+    assert rise[1] == pytest.approx(shift, abs=0.04 * shift + 1e-6)
+    assert drift[1] == pytest.approx(shift / 2, abs=0.04 * shift / 2 + 1e-6)
+
+
+def test_motion_uses_the_previous_frame_batches_and_is_nan_without_smoke():
+    from smokeflow.metrics.smoke_motion import smoke_motion
+
+    video = np.stack([_blob(40 - k, 30) for k in range(4)])  # rises 1 px per frame
+    batch = np.stack([video, video[:, :, ::-1]])  # and its mirror image: the same rise, opposite drift
+    drift, rise = smoke_motion(batch[:, 1:], previous=batch[:, 0])
+    assert rise.shape == drift.shape == (2, 3)
+    np.testing.assert_allclose(rise, 1.0, atol=0.03)
+    np.testing.assert_allclose(drift[0], -drift[1], atol=1e-9)  # mirror symmetry
+    black = np.zeros((2, 16, 16, 3), np.uint8)
+    assert np.isnan(smoke_motion(black)[1][1])
+    stats = smoke_statistics(video[1:], previous=video[0])
+    np.testing.assert_allclose(stats["rise"], 1.0, atol=0.03)
+    with pytest.raises(ValueError, match="uint8"):
+        smoke_motion(video[0])

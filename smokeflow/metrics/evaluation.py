@@ -273,7 +273,11 @@ def summarise_smoke_statistics(frames: np.ndarray, videos: EvaluationVideos,
             }
         pred_change = float(np.nanmean(predicted["change"]))
         true_change = float(np.nanmean(truth["change"]))
+        pred_rise = float(np.nanmean(predicted["rise"]))
+        true_rise = float(np.nanmean(truth["rise"]))
     out["change_ratio"] = _finite_or_none(pred_change / true_change) if true_change > 0 else None
+    # Only where the truth clearly rises (0.05 px per frame): a ratio of two near-zero rises means nothing.
+    out["rise_ratio"] = _finite_or_none(pred_rise / true_rise) if true_rise > 0.05 else None
     return out
 
 

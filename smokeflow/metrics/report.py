@@ -17,7 +17,8 @@ JSON schema (``schema_version`` 1; every float that is NaN/inf is written as nul
                                     "single" | "mean_over_k" | "best_of_k": {"mean", "per_frame": [F]},
                                     "samples_scored", "samples_requested", "defined_frames", "total_frames"}},
                "smoke_statistics": {stat: {"description", "prediction": [F], "ground_truth": [F]},
-                                    "change_ratio": float},
+                                    "change_ratio": float, "rise_ratio": float | null}
+                                   (rise, drift and rise_ratio are absent in reports made before they existed),
                "fvd": {"value" | null, "reason", "protocol": {...}},
                "fd_vqvae_features": {"name", "note", "value", "clips"}}},
       "reconstruction": {"description", "metrics": {metric: {"mean", "per_frame": [F]}},
@@ -182,7 +183,7 @@ def format_table(report: dict) -> str:
     has_lpips = available["lpips"]["available"]
     header = ["predictor", "PSNR", "PSNR meanK", "PSNR bestK", "SSIM", "SSIM meanK", "SSIM bestK", "smokePSNR"]
     header += ["LPIPS", "LPIPS bestK"] if has_lpips else []
-    header += ["change ratio", "NFE/frame", "s/frame"]
+    header += ["change ratio", "rise ratio", "NFE/frame", "s/frame"]
     rows = []
     for name, section in report["predictors"].items():
         m = section["metrics"]
@@ -192,13 +193,15 @@ def format_table(report: dict) -> str:
                _fmt(m["psnr_smoke"]["single"]["mean"])]
         if has_lpips:
             row += [_fmt(m["lpips"]["single"]["mean"], 4), _fmt(m["lpips"]["best_of_k"]["mean"], 4)]
-        row += [_fmt(section["smoke_statistics"]["change_ratio"], 3), _fmt(section["nfe_per_frame"], 1),
+        row += [_fmt(section["smoke_statistics"]["change_ratio"], 3),
+                _fmt(section["smoke_statistics"].get("rise_ratio"), 3), _fmt(section["nfe_per_frame"], 1),
                 _fmt(section["seconds_per_frame"], 4)]
         rows.append(row)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
         lines.append("  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r)))
-    lines.append("change ratio = mean frame-to-frame change of predictions / of ground truth (1 = moves as much).")
+    lines.append("change ratio = mean frame-to-frame change of predictions / of ground truth (1 = moves as much); "
+                 "rise ratio = mean upward motion of the smoke (optical flow) / the ground truth's (1 = rises as fast).")
     if not has_lpips:
         lines.append(available["lpips"]["reason"])
     fvd_values = {n: s.get("fvd", {}).get("value") for n, s in report["predictors"].items()}
@@ -359,7 +362,10 @@ def write_html_report(report: dict, path: str | os.PathLike) -> str:
     parts.append("<h2>Smoke statistics (prediction vs ground truth)</h2>"
                  "<p class='note'>Does the rollout move, fade, spread or blur? Predictions are averaged over "
                  "videos and samples.</p>")
-    for stat in ("mass", "area", "centroid_x", "centroid_y", "sharpness", "change"):
+    first_stats = next(iter(report["predictors"].values()))["smoke_statistics"]
+    for stat in ("mass", "area", "centroid_x", "centroid_y", "sharpness", "change", "rise", "drift"):
+        if stat not in first_stats:  # rise and drift: reports made before they existed
+            continue
         parts.append(_figure_html(_smoke_figure(report, stat), include_js))
         include_js = False
     parts.append("<h2>Protocol and settings</h2>")

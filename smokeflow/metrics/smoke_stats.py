@@ -17,6 +17,9 @@ The *intensity* of a pixel is the mean of its R, G, B values divided by 255 (0 =
 - ``change`` (:func:`frame_change`): mean absolute difference to the previous frame over all pixels and
   channels on the 0-255 scale (the same measure DESIGN.md quotes for real data: 0.5-15). A rollout that
   freezes has change near 0.
+- ``rise`` / ``drift`` (:func:`smokeflow.metrics.smoke_motion.smoke_motion`): how far the smoke moved from the
+  previous frame, upwards / rightwards, in pixels per frame (optical flow). Change counts churn in place as
+  motion; these only count displacement.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from __future__ import annotations
 import numpy as np
 
 from smokeflow.data.smoke_mask import smoke_mask
+from smokeflow.metrics.smoke_motion import smoke_motion
 
-STATISTICS = ("mass", "area", "centroid_x", "centroid_y", "sharpness", "change")
+STATISTICS = ("mass", "area", "centroid_x", "centroid_y", "sharpness", "change", "rise", "drift")
 """Every statistic :func:`smoke_statistics` returns, in display order."""
 
 DESCRIPTIONS = {
@@ -35,6 +39,8 @@ DESCRIPTIONS = {
     "centroid_y": "intensity-weighted smoke centroid, pixels from the top edge",
     "sharpness": "RMS intensity gradient magnitude over smoke pixels (0-255 units per pixel)",
     "change": "mean |frame - previous frame| on the 0-255 scale",
+    "rise": "upward motion of the smoke since the previous frame, pixels per frame (optical flow)",
+    "drift": "rightward motion of the smoke since the previous frame, pixels per frame (optical flow)",
 }
 
 
@@ -127,8 +133,10 @@ def frame_change(frames, previous=None) -> np.ndarray:
 def smoke_statistics(frames, previous=None) -> dict[str, np.ndarray]:
     """All of :data:`STATISTICS` for uint8 frames [..., T, H, W, 3] -> {name: float64 [..., T]}.
 
-    ``previous`` is the frame before the first one (for ``change``), e.g. the last observed frame.
+    ``previous`` is the frame before the first one (for ``change``, ``rise``, ``drift``), e.g. the last observed
+    frame.
     """
     stats = _spatial(frames)
     stats["change"] = frame_change(frames, previous)
+    stats["drift"], stats["rise"] = smoke_motion(frames, previous)
     return {name: stats[name] for name in STATISTICS}
