@@ -130,6 +130,12 @@ def test_loss_options_change_the_loss_and_the_schedule_warms_up_then_decays(late
     assert loss(dataclasses.replace(base, warm_start_path_prob=1.0, warm_start_path_max=0.0)) == plain
     warm = dataclasses.replace(base, warm_start_path_prob=1.0, warm_start_path_max=0.5)
     assert loss(warm) == loss(warm) != plain
+    # Time weighting draws nothing: the same draws, each clip's error weighted by (1 - t) ** p (a weighted mean).
+    timed = dataclasses.replace(base, loss_time_power=2.0)
+    assert loss(timed) == loss(timed) != plain
+    assert loss(dataclasses.replace(base, loss_time_power=1e-9)) == pytest.approx(plain, rel=1e-6)
+    with pytest.raises(ValueError, match="loss_time_power"):
+        dataclasses.replace(base, loss_time_power=-1.0)
     # On CPU the step's Gaussian noise comes from the step's generator itself (no extra draw); on a GPU from a
     # generator there seeded by one draw from it (benchmarks/check_cuda.py runs that path).
     from smokeflow.training.flow_trainer import device_noise_generator

@@ -32,7 +32,7 @@ from smokeflow.errors import CheckpointError, ConfigError, DataError
 from smokeflow.flow.path import FlowPath, flow_matching_loss, sample_frame_indices, smoke_token_weights
 from smokeflow.flow.predictor import FlowConfig, build_vector_field
 from smokeflow.flow.sampler import rollout
-from smokeflow.models.vector_field import VectorField
+from smokeflow.models.vector_field import DATA_PREDICTION_MIN_GAP, VectorField
 from smokeflow.training.checkpoint_io import (FLOW_WEIGHTS, LATENT_STATS, TRAIN_STATE, VQVAE_WEIGHTS,
                                               load_train_state, rng_state, save_train_state, save_weights,
                                               set_rng_state)
@@ -60,7 +60,11 @@ class FlowTrainingConfig:
     chains of up to ``rollout_reference_chain`` frames predicted from predictions; see
     :mod:`smokeflow.training.rollout_reference`), ``warm_start_path_prob`` (0 = off: share of clips trained on
     the warm-start path of :mod:`smokeflow.flow.path` from the reference frame, with s ~ U[0,
-    ``warm_start_path_max``] and t ~ U[s, 1], so the network learns the states the warm-started sampler visits).
+    ``warm_start_path_max``] and t ~ U[s, 1], so the network learns the states the warm-started sampler visits),
+    ``loss_time_power`` (0 = RIVER: each clip's squared velocity error weighted by max(1 - t, 0.05) ** p; with a
+    data-prediction network the velocity error is the clean-latent error over (1 - t), so its loss weighs the
+    near-clean t close to 1, where the network denoises detail, ~30x more than the low t where it decides
+    where the smoke goes; p = 2 weighs the clean-latent error alike at every t).
     Data: ``preload_latents`` ("auto" = on when training on CUDA, or true / false) holds the training split's
     latent cache in the device's memory and gathers batches there (:mod:`smokeflow.data.preloaded_latents`;
     same batches, without the per-clip read loop of every step).
@@ -87,6 +91,7 @@ class FlowTrainingConfig:
     rollout_reference_chain: int = 1
     warm_start_path_prob: float = 0.0
     warm_start_path_max: float = 0.5
+    loss_time_power: float = 0.0
     log_every: int = 25
     val_every: int = 250
     val_batches: int = 4
@@ -115,6 +120,8 @@ class FlowTrainingConfig:
                              "rollout_reference_warm_start in [0, 1), rollout_reference_chain >= 1")
         if not 0 <= self.warm_start_path_prob <= 1 or not 0 <= self.warm_start_path_max < 1:
             raise ValueError("warm_start_path_prob must be in [0, 1] and warm_start_path_max in [0, 1)")
+        if self.loss_time_power < 0:
+            raise ValueError(f"loss_time_power must be >= 0, got {self.loss_time_power}")
 
     @classmethod
     def from_section(cls, section: dict | None) -> "FlowTrainingConfig":
@@ -249,6 +256,9 @@ def training_loss(model, path: FlowPath, clips: torch.Tensor, config: FlowTraini
     if config.smoke_weight > 1.0:
         bg = background if background is not None else z.median(dim=0).values  # fallback: typical latent
         weights = smoke_token_weights(z, bg.to(device), config.smoke_weight, config.smoke_threshold)
+    if config.loss_time_power > 0:
+        gap = (1.0 - t).clamp(min=DATA_PREDICTION_MIN_GAP).pow(config.loss_time_power).view(b, 1, 1, 1)
+        weights = gap if weights is None else weights * gap
     return flow_matching_loss(predicted, target, weights)
 
 
@@ -445,7 +455,7 @@ def train_flow(run_dir: str, config: dict, data_root: str, seed: int = 0, device
     # Validation measures RIVER's plain loss whatever the options, so runs with and without them compare.
     val_config = dataclasses.replace(train_config, smoke_weight=1.0, condition_noise=0.0,
                                      reference_as_context_prob=0.0, rollout_reference_prob=0.0,
-                                     warm_start_path_prob=0.0)
+                                     warm_start_path_prob=0.0, loss_time_power=0.0)
 
     @torch.no_grad()
     def validation_loss(weights: dict | None) -> float:
