@@ -62,9 +62,9 @@ class FlowTrainingConfig:
     the warm-start path of :mod:`smokeflow.flow.path` from the reference frame, with s ~ U[0,
     ``warm_start_path_max``] and t ~ U[s, 1], so the network learns the states the warm-started sampler visits),
     ``loss_time_power`` (0 = RIVER: each clip's squared velocity error weighted by max(1 - t, 0.05) ** p; with a
-    data-prediction network the velocity error is the clean-latent error over (1 - t), so its loss weighs the
-    near-clean t close to 1, where the network denoises detail, ~30x more than the low t where it decides
-    where the smoke goes; p = 2 weighs the clean-latent error alike at every t).
+    data-prediction network the velocity error is the clean-latent error over (1 - t), so with t ~ U[0, 1] the
+    half t < 0.5, where each frame's motion is decided, carries under 3 % of the loss weight and the near-clean t,
+    where the network denoises detail, the rest; p = 2 weighs the clean-latent error alike at every t).
     Data: ``preload_latents`` ("auto" = on when training on CUDA, or true / false) holds the training split's
     latent cache in the device's memory and gathers batches there (:mod:`smokeflow.data.preloaded_latents`;
     same batches, without the per-clip read loop of every step).
