@@ -86,8 +86,8 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
     z_obs: float [T_obs, C, h, w] normalised observed latents (T_obs >= 1). Returns a :class:`RolloutResult`
     with latents [num_samples, num_frames, C, h, w] on z_obs's device. rtol/atol are dopri5's tolerances
     (1e-3 is far below what a decoded 8-bit frame can show). velocity_fn: the per-step network call with
-    ``model.velocity``'s signature (called as ``velocity_fn(x_t, t, condition, anchor=reference)``) (default: ``model.velocity``; e.g. a
-    :class:`~smokeflow.flow.compiled_velocity.CompiledVelocity`). project_frame: applied to each generated
+    ``model.velocity``'s signature, called as ``velocity_fn(x_t, t, condition, anchor=reference)`` (default:
+    ``model.velocity``; e.g. a :class:`~smokeflow.flow.compiled_velocity.CompiledVelocity`). project_frame: applied to each generated
     frame [K, C, h, w] before it becomes the next reference and a context candidate, and what is returned;
     e.g. the autoencoder's decode-encode round trip (``SmokeFlow.predict(..., reencode=True)``), which puts the
     prediction back among latents the encoder makes, against the drift of feeding raw predictions back.
