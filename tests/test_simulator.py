@@ -123,6 +123,9 @@ def test_dataset_statistics_on_known_frames():
     appeared = 4 * 300 / (10 * 10 * 3)
     np.testing.assert_allclose(per_sequence["frame_change"], [moved, appeared / 2])
     assert per_sequence["touches_edge"].tolist() == [False, True]
+    assert "rise" not in per_sequence  # motion is opt-in (simulate leaves it out)
+    with_motion = per_sequence_statistics(frames, motion=True)
+    assert 0.8 < with_motion["drift"][0] < 1.3 and abs(with_motion["rise"][0]) < 0.1  # moves right 1 px per frame
     table = format_statistics(smoke_dataset_statistics(frames))
     assert "smoke pixels, % of frame" in table and "touches an edge: 50 %" in table
 

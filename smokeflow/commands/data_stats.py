@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-HELP = "Print smoke statistics (coverage, colour, motion) of a dataset split in any supported layout."
+HELP = "Print smoke statistics (coverage, colour, change, rise and drift) of a dataset split in any supported layout."
 
 
 def add_arguments(parser) -> None:
@@ -27,7 +27,7 @@ def split_statistics(root, split: str, size: int = 64, max_videos: int | None = 
     if max_videos is not None and max_videos < 1:
         raise DataError(None, f"--max-videos must be at least 1, got {max_videos}")
     videos = list_videos(root, split)[:max_videos]
-    parts = [per_sequence_statistics(read_video_entry(v, size)[None])
+    parts = [per_sequence_statistics(read_video_entry(v, size)[None], motion=True)
              for v in tqdm(videos, desc=f"reading {split}", unit="video", disable=not progress)]
     merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     return summarize_sequence_statistics(merged)

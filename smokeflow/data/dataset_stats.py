@@ -8,6 +8,8 @@ apart (e.g. in worker processes) can be merged, then summarised as percentiles o
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from smokeflow.data.smoke_mask import smoke_mask
@@ -18,14 +20,17 @@ PERCENTILES = (5, 25, 50, 75, 95)
 EDGE_TOUCH_MIN_PIXELS = 3
 
 
-def per_sequence_statistics(frames: np.ndarray) -> dict:
+def per_sequence_statistics(frames: np.ndarray, motion: bool = False) -> dict:
     """Per-sequence statistics of uint8 frames [N,T,H,W,3].
 
     Returns a dict of numpy arrays over the N sequences:
     ``smoke_fraction`` [N] (mean over frames of the fraction of smoke pixels, 0..1),
     ``smoke_rgb`` [N,3] (mean RGB 0..255 of all smoke pixels of the sequence; NaN if it has none),
     ``frame_change`` [N] (mean absolute difference of consecutive frames over all pixels and channels,
-    0..255; NaN for single-frame sequences), ``touches_edge`` [N] bool.
+    0..255; NaN for single-frame sequences), ``touches_edge`` [N] bool; with ``motion`` also ``rise`` and
+    ``drift`` [N] (mean over frame pairs of :func:`smokeflow.metrics.smoke_motion.smoke_motion`, pixels per
+    frame up / right; NaN without a frame pair with smoke). Motion is optional because it is the slow part
+    (about 1 ms per frame pair): ``simulate`` leaves it out, ``data-stats`` puts it in.
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 5 or frames.shape[-1] != 3:
@@ -46,8 +51,16 @@ def per_sequence_statistics(frames: np.ndarray) -> dict:
     border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
     border_pixels = (mask & border).sum(axis=(2, 3))  # [N,T]
     touches_edge = (border_pixels >= EDGE_TOUCH_MIN_PIXELS).any(axis=1) if n else np.zeros(0, bool)
-    return {"smoke_fraction": smoke_fraction, "smoke_rgb": smoke_rgb, "frame_change": frame_change,
-            "touches_edge": touches_edge}
+    out = {"smoke_fraction": smoke_fraction, "smoke_rgb": smoke_rgb, "frame_change": frame_change,
+           "touches_edge": touches_edge}
+    if motion:
+        from smokeflow.metrics.smoke_motion import smoke_motion
+
+        drift, rise = smoke_motion(frames)  # [N, T], NaN where there is nothing to measure
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN sequences: NaN, as documented
+            out["rise"], out["drift"] = np.nanmean(rise, axis=1), np.nanmean(drift, axis=1)
+    return out
 
 
 def _percentiles(values: np.ndarray) -> dict:
@@ -63,9 +76,12 @@ def summarize_sequence_statistics(per_sequence: dict) -> dict:
     """Summarise :func:`per_sequence_statistics` output (possibly concatenated from several batches).
 
     Returns ``{"num_sequences", "smoke_fraction": {p5..p95, mean}, "smoke_rgb": {"r"|"g"|"b": {...}},
-    "frame_change": {...}, "touches_edge_fraction", "sequences_without_smoke"}``.
+    "frame_change": {...}, "touches_edge_fraction", "sequences_without_smoke"}``, plus ``"rise"`` and
+    ``"drift"`` ({...}, pixels per frame) when the per-sequence statistics have them.
     """
     rgb = np.asarray(per_sequence["smoke_rgb"], dtype=np.float64).reshape(-1, 3)
+    motion = {name: _percentiles(np.asarray(per_sequence[name], dtype=np.float64))
+              for name in ("rise", "drift") if name in per_sequence}
     return {
         "num_sequences": int(len(per_sequence["smoke_fraction"])),
         "smoke_fraction": _percentiles(np.asarray(per_sequence["smoke_fraction"], dtype=np.float64)),
@@ -73,14 +89,16 @@ def summarize_sequence_statistics(per_sequence: dict) -> dict:
         "frame_change": _percentiles(np.asarray(per_sequence["frame_change"], dtype=np.float64)),
         "touches_edge_fraction": float(np.mean(per_sequence["touches_edge"])) if len(rgb) else float("nan"),
         "sequences_without_smoke": int(np.isnan(rgb[:, 0]).sum()),
+        **motion,
     }
 
 
-def smoke_dataset_statistics(frames: np.ndarray) -> dict:
+def smoke_dataset_statistics(frames: np.ndarray, motion: bool = True) -> dict:
     """Distributions over sequences of uint8 frames [N,T,H,W,3]: smoke fraction of pixels, mean RGB of
     smoke pixels, mean absolute frame-to-frame change, fraction of sequences whose smoke touches an
-    edge of the crop. See :func:`summarize_sequence_statistics` for the keys."""
-    return summarize_sequence_statistics(per_sequence_statistics(frames))
+    edge of the crop, and (``motion``) how fast the smoke rises and drifts. See
+    :func:`summarize_sequence_statistics` for the keys."""
+    return summarize_sequence_statistics(per_sequence_statistics(frames, motion=motion))
 
 
 def format_statistics(stats: dict) -> str:
@@ -96,6 +114,9 @@ def format_statistics(stats: dict) -> str:
     for channel in "rgb":
         row(f"mean {channel.upper()} of smoke pixels (0-255)", stats["smoke_rgb"][channel])
     row("mean |frame change| (0-255)", stats["frame_change"], 1.0, "{:8.2f}")
+    if "rise" in stats:
+        row("smoke rise, px/frame (up +)", stats["rise"], 1.0, "{:8.2f}")
+        row("smoke drift, px/frame (right +)", stats["drift"], 1.0, "{:8.2f}")
     lines.append("-" * len(header))
     lines.append(f"sequences whose smoke touches an edge: {100 * stats['touches_edge_fraction']:.0f} %")
     lines.append(f"sequences without any smoke pixel:     {stats['sequences_without_smoke']}")
