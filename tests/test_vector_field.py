@@ -27,6 +27,15 @@ def _inputs(model, b=3, seed=0):
     return z(), torch.rand(b, generator=g), z(), z(), torch.tensor([1, 2, 5])[:b]
 
 
+def _reading_head_as(tiny_model, prediction: str, weights: bool = True):
+    """A network like ``tiny_model`` whose head output is read as ``prediction`` (with its weights, or fresh)."""
+    config = dataclasses.replace(tiny_model.config, prediction=prediction)
+    model = build_vector_field(FlowConfig(sigma=1e-7, vector_field_regressor=config)).eval()
+    if weights:
+        model.load_state_dict(tiny_model.state_dict())
+    return model
+
+
 def test_output_shape_and_cached_condition_equal_full_call(tiny_model):
     x, t, ref, ctx, dist = _inputs(tiny_model)
     out = tiny_model(x, t, ref, ctx, dist)
@@ -113,9 +122,7 @@ def test_data_prediction_turns_the_heads_clean_latent_into_the_paths_velocity(ti
     from smokeflow.flow.packed_velocity import PackedVelocity, packing_available
     from smokeflow.models.vector_field import DATA_PREDICTION_MIN_GAP
 
-    data_config = dataclasses.replace(tiny_model.config, prediction="data")
-    data_model = build_vector_field(FlowConfig(sigma=1e-7, vector_field_regressor=data_config)).eval()
-    data_model.load_state_dict(tiny_model.state_dict())
+    data_model = _reading_head_as(tiny_model, "data")
     x, t, ref, ctx, dist = _inputs(tiny_model)
     t = torch.tensor([0.0, 0.5, 0.99])
     with torch.no_grad():
@@ -142,9 +149,7 @@ def test_residual_prediction_adds_the_head_output_to_the_reference(tiny_model):
     from smokeflow.flow.path import FlowPath
     from smokeflow.flow.sampler import rollout
 
-    config = dataclasses.replace(tiny_model.config, prediction="residual")
-    model = build_vector_field(FlowConfig(sigma=1e-7, vector_field_regressor=config)).eval()
-    model.load_state_dict(tiny_model.state_dict())
+    model = _reading_head_as(tiny_model, "residual")
     x, t, ref, ctx, dist = _inputs(tiny_model)
     t = torch.tensor([0.0, 0.5, 0.8])
     with torch.no_grad():
@@ -160,7 +165,7 @@ def test_residual_prediction_adds_the_head_output_to_the_reference(tiny_model):
             packed = PackedVelocity(model)(x, t, condition, anchor=ref)
         assert torch.allclose(packed, v, atol=1e-4)
 
-    fresh = build_vector_field(FlowConfig(sigma=1e-7, vector_field_regressor=config)).eval()
+    fresh = _reading_head_as(tiny_model, "residual", weights=False)
     z_obs = ref[:2]
     for s in (0.0, 0.3):
         with torch.no_grad():

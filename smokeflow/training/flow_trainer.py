@@ -38,6 +38,7 @@ from smokeflow.training.checkpoint_io import (FLOW_WEIGHTS, LATENT_STATS, TRAIN_
                                               set_rng_state)
 from smokeflow.training.distributed import barrier, cleanup_distributed, init_distributed
 from smokeflow.training.rollout_reference import chained_predicted_clips
+from smokeflow.training.step_noise import device_noise_generator, normal_on
 from smokeflow.training.run_logger import RunLogger, truncate_after_step
 
 # Files of the VQVAE checkpoint copied into every flow run, so the run folder is self-contained.
@@ -185,26 +186,6 @@ def load_batch(dataset, indices: list[int], device) -> torch.Tensor:
     return torch.stack([torch.as_tensor(dataset[i]) for i in indices]).to(device)
 
 
-def device_noise_generator(generator: torch.Generator, device: torch.device) -> torch.Generator:
-    """The generator that draws a step's latent-sized Gaussian noise (eps, conditioning noise), on ``device``.
-
-    On CPU it is ``generator`` itself, so CPU runs draw exactly what they always drew. On an accelerator it is a
-    generator there, seeded by one draw from ``generator``: still a function of (seed, step, rank) alone, so
-    resume stays exact. Why: drawn on the host, the noise of one batch-256 step ([256, 256, 8, 8] three or four
-    times) took ~35 ms per tensor on this CPU before its copy to the GPU; the lent H200 trained the 8M-parameter
-    network at only 6-10 steps/s with its compute nearly idle, and bigger batches would have been host-bound.
-    """
-    if device.type == "cpu":
-        return generator
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    return torch.Generator(device=device).manual_seed(seed)
-
-
-def _normal(shape, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """Standard normal float32 ``shape`` drawn where ``generator`` lives, returned on ``device``."""
-    return torch.randn(shape, generator=generator, device=generator.device).to(device)
-
-
 def training_loss(model, path: FlowPath, clips: torch.Tensor, config: FlowTrainingConfig,
                   generator: torch.Generator, background: torch.Tensor | None,
                   noise_on_device: bool = True) -> torch.Tensor:
@@ -233,10 +214,10 @@ def training_loss(model, path: FlowPath, clips: torch.Tensor, config: FlowTraini
     z_prev = z_ref  # the warm start's previous frame: the reference as the sampler has it, before the noise below
     if config.condition_noise > 0:
         std = (torch.rand(b, 1, 1, 1, generator=generator) * config.condition_noise).to(device)
-        z_ref = z_ref + std * _normal(z_ref.shape, noise, device)
-        z_ctx = z_ctx + std * _normal(z_ctx.shape, noise, device)
+        z_ref = z_ref + std * normal_on(z_ref.shape, noise, device)
+        z_ctx = z_ctx + std * normal_on(z_ctx.shape, noise, device)
     t = torch.rand(b, generator=generator).to(device)
-    eps = _normal(z.shape, noise, device)
+    eps = normal_on(z.shape, noise, device)
     s = torch.zeros(b, device=device)
     if config.warm_start_path_prob > 0:
         # Drawn only when on, so runs without the option keep RIVER's exact random stream.

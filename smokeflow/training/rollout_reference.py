@@ -27,6 +27,7 @@ import torch
 
 from smokeflow.flow.path import FlowPath
 from smokeflow.flow.solvers import integrate
+from smokeflow.training.step_noise import normal_on
 
 
 @torch.no_grad()
@@ -48,8 +49,7 @@ def predicted_references(model, path: FlowPath, clips: torch.Tensor, ref_idx: to
     rows = torch.arange(b, device=device)
     prev_idx = ref_idx - 1
     # Noise first, drawn like the sampler draws it, so both make the same frame from the same generator state.
-    eps = torch.randn((b, *clips.shape[2:]), generator=noise_generator or generator,
-                      device=(noise_generator or generator).device).to(device, clips.dtype)
+    eps = normal_on((b, *clips.shape[2:]), noise_generator or generator, device).to(clips.dtype)
     # Context among frames 0..prev_idx-1 (distance >= 2), or the previous frame itself when prev_idx == 0.
     ctx_idx = (torch.rand(b, generator=generator) * prev_idx.float()).long().clamp(max=(prev_idx - 1).clamp(min=0))
     ctx_idx = torch.where(prev_idx == 0, prev_idx, ctx_idx)
