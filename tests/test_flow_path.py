@@ -1,8 +1,10 @@
 """The probability path, frame sampling and loss against their closed forms."""
 
+import pytest
 import torch
 
-from smokeflow.flow.path import FlowPath, flow_matching_loss, sample_frame_indices, smoke_token_weights
+from smokeflow.flow.path import (FlowPath, change_token_weights, flow_matching_loss, sample_frame_indices,
+                                 smoke_token_weights)
 
 
 def test_path_endpoints_and_velocity_match_closed_form():
@@ -97,3 +99,17 @@ def test_smoke_token_weights_mark_positions_that_differ_from_background():
     assert w.shape == (2, 1, 3, 3)
     assert w[0, 0, 1, 2] == 4.0
     assert w.sum() == 4.0 + 17 * 1.0
+
+
+def test_change_token_weights_grow_with_the_change_from_the_previous_frame():
+    previous = torch.randn(2, 4, 3, 3)
+    target = previous.clone()
+    target[0, :, 1, 2] += 1.0  # RMS change 1 at one position
+    target[1, :, 0, 0] += 3.0  # RMS change 3 at another
+    w = change_token_weights(target, previous, change_weight=4.0)
+    assert w.shape == (2, 1, 3, 3)
+    mean_change = 4.0 / 18  # the batch's mean RMS change over its 18 positions
+    assert w[0, 0, 1, 2] == pytest.approx(1 + 3 * 1.0 / mean_change)
+    assert w[1, 0, 0, 0] == pytest.approx(1 + 3 * 3.0 / mean_change)
+    assert (w == 1.0).sum() == 16  # static positions keep weight 1
+    assert torch.equal(change_token_weights(previous, previous, 4.0), torch.ones(2, 1, 3, 3))

@@ -136,6 +136,12 @@ def test_loss_options_change_the_loss_and_the_schedule_warms_up_then_decays(late
     assert loss(dataclasses.replace(base, loss_time_power=1e-9)) == pytest.approx(plain, rel=1e-6)
     with pytest.raises(ValueError, match="loss_time_power"):
         dataclasses.replace(base, loss_time_power=-1.0)
+    # Change weighting draws nothing either: same draws, positions weighted by the true frame's change.
+    changing = dataclasses.replace(base, change_weight=4.0)
+    assert loss(changing) == loss(changing) != plain
+    assert loss(dataclasses.replace(base, change_weight=1.0 + 1e-9)) == pytest.approx(plain, rel=1e-6)
+    with pytest.raises(ValueError, match="change_weight"):
+        dataclasses.replace(base, change_weight=0.5)
     # On CPU the step's Gaussian noise comes from the step's generator itself (no extra draw); on a GPU from a
     # generator there seeded by one draw from it (benchmarks/check_cuda.py runs that path).
     from smokeflow.training.flow_trainer import device_noise_generator

@@ -121,6 +121,23 @@ def smoke_token_weights(z_target: torch.Tensor, background: torch.Tensor, smoke_
     return 1.0 + (smoke_weight - 1.0) * is_smoke
 
 
+def change_token_weights(z_target: torch.Tensor, z_previous: torch.Tensor, change_weight: float) -> torch.Tensor:
+    """Per-position loss weights that favour the positions where the frame changes.
+
+    z_target, z_previous: float [B, C, h, w] normalised latents of the target frames and of the true frames
+    before them. d = root-mean-square over channels of (z_target - z_previous), one value per position; the
+    weight is 1 + (change_weight - 1) * d / mean(d) over the batch, so a position that changes as much as the
+    batch's average gets ``change_weight`` and a static one 1. Returns float [B, 1, h, w].
+
+    Why: between consecutive frames most positions hardly change, and a pure upward shift of the previous frame
+    explains only ~10 % of the latent error of copying it (session 12, 40 val videos: 0.250 -> 0.224), so the
+    rising plume's edge is a small part of an unweighted loss. The weight depends on the target, so it also
+    moves the loss's minimiser towards the larger changes among the possible next frames.
+    """
+    change = (z_target - z_previous).pow(2).mean(dim=1, keepdim=True).sqrt()
+    return 1.0 + (change_weight - 1.0) * change / change.mean().clamp(min=1e-6)
+
+
 def flow_matching_loss(predicted: torch.Tensor, target: torch.Tensor,
                        weights: torch.Tensor | None = None) -> torch.Tensor:
     """(Weighted) mean squared error of velocities [B, C, h, w]; weights [B, 1, h, w] or None.

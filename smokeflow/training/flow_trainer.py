@@ -29,7 +29,8 @@ import torch
 
 from smokeflow.config import save_config, section_to_dataclass
 from smokeflow.errors import CheckpointError, ConfigError, DataError
-from smokeflow.flow.path import FlowPath, flow_matching_loss, sample_frame_indices, smoke_token_weights
+from smokeflow.flow.path import (FlowPath, change_token_weights, flow_matching_loss, sample_frame_indices,
+                                  smoke_token_weights)
 from smokeflow.flow.predictor import FlowConfig, build_vector_field
 from smokeflow.flow.sampler import rollout
 from smokeflow.models.vector_field import DATA_PREDICTION_MIN_GAP, VectorField
@@ -65,7 +66,9 @@ class FlowTrainingConfig:
     ``loss_time_power`` (0 = RIVER: each clip's squared velocity error weighted by max(1 - t, 0.05) ** p; with a
     data-prediction network the velocity error is the clean-latent error over (1 - t), so with t ~ U[0, 1] the
     half t < 0.5, where each frame's motion is decided, carries under 3 % of the loss weight and the near-clean t,
-    where the network denoises detail, the rest; p = 2 weighs the clean-latent error alike at every t).
+    where the network denoises detail, the rest; p = 2 weighs the clean-latent error alike at every t),
+    ``change_weight`` (1 = off: positions weighted by how much the true frame changes there from the frame before,
+    relative to the batch's mean change; :func:`smokeflow.flow.path.change_token_weights`).
     Data: ``preload_latents`` ("auto" = on when training on CUDA, or true / false) holds the training split's
     latent cache in the device's memory and gathers batches there (:mod:`smokeflow.data.preloaded_latents`;
     same batches, without the per-clip read loop of every step).
@@ -93,6 +96,7 @@ class FlowTrainingConfig:
     warm_start_path_prob: float = 0.0
     warm_start_path_max: float = 0.5
     loss_time_power: float = 0.0
+    change_weight: float = 1.0
     log_every: int = 25
     val_every: int = 250
     val_batches: int = 4
@@ -123,6 +127,8 @@ class FlowTrainingConfig:
             raise ValueError("warm_start_path_prob must be in [0, 1] and warm_start_path_max in [0, 1)")
         if self.loss_time_power < 0:
             raise ValueError(f"loss_time_power must be >= 0, got {self.loss_time_power}")
+        if self.change_weight < 1.0:
+            raise ValueError(f"change_weight must be >= 1 (1 = off), got {self.change_weight}")
 
     @classmethod
     def from_section(cls, section: dict | None) -> "FlowTrainingConfig":
@@ -198,6 +204,7 @@ def training_loss(model, path: FlowPath, clips: torch.Tensor, config: FlowTraini
                                                         config.reference_as_context_prob)
     rows = torch.arange(b)
     z, z_ref, z_ctx = clips[rows, target_idx], clips[rows, ref_idx], clips[rows, ctx_idx]
+    z_true_previous = z_ref  # the true frame before the target, for change_weight (the reference may be replaced)
     device = clips.device
     if config.rollout_reference_prob > 0:
         chosen = torch.rand(b, generator=generator) < config.rollout_reference_prob
@@ -237,6 +244,9 @@ def training_loss(model, path: FlowPath, clips: torch.Tensor, config: FlowTraini
     if config.smoke_weight > 1.0:
         bg = background if background is not None else z.median(dim=0).values  # fallback: typical latent
         weights = smoke_token_weights(z, bg.to(device), config.smoke_weight, config.smoke_threshold)
+    if config.change_weight > 1.0:
+        change = change_token_weights(z, z_true_previous, config.change_weight)
+        weights = change if weights is None else weights * change
     if config.loss_time_power > 0:
         gap = (1.0 - t).clamp(min=DATA_PREDICTION_MIN_GAP).pow(config.loss_time_power).view(b, 1, 1, 1)
         weights = gap if weights is None else weights * gap
@@ -436,7 +446,8 @@ def train_flow(run_dir: str, config: dict, data_root: str, seed: int = 0, device
     # Validation measures RIVER's plain loss whatever the options, so runs with and without them compare.
     val_config = dataclasses.replace(train_config, smoke_weight=1.0, condition_noise=0.0,
                                      reference_as_context_prob=0.0, rollout_reference_prob=0.0,
-                                     warm_start_path_prob=0.0, loss_time_power=0.0)
+                                     warm_start_path_prob=0.0, loss_time_power=0.0,
+                                     change_weight=1.0)
 
     @torch.no_grad()
     def validation_loss(weights: dict | None) -> float:
