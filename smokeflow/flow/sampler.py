@@ -87,10 +87,11 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
     with latents [num_samples, num_frames, C, h, w] on z_obs's device. rtol/atol are dopri5's tolerances
     (1e-3 is far below what a decoded 8-bit frame can show). velocity_fn: the per-step network call with
     ``model.velocity``'s signature, called as ``velocity_fn(x_t, t, condition, anchor=reference)`` (default:
-    ``model.velocity``; e.g. a :class:`~smokeflow.flow.compiled_velocity.CompiledVelocity`). project_frame: applied to each generated
-    frame [K, C, h, w] before it becomes the next reference and a context candidate, and what is returned;
-    e.g. the autoencoder's decode-encode round trip (``SmokeFlow.predict(..., reencode=True)``), which puts the
-    prediction back among latents the encoder makes, against the drift of feeding raw predictions back.
+    ``model.velocity``; e.g. a :class:`~smokeflow.flow.compiled_velocity.CompiledVelocity`). project_frame:
+    applied to each generated frame [K, C, h, w] before it becomes the next reference and a context candidate,
+    and what is returned; e.g. the autoencoder's decode-encode round trip (``SmokeFlow.predict(...,
+    reencode=True)``), which puts the prediction back among latents the encoder makes, against the drift of
+    feeding raw predictions back.
     """
     _check_arguments(z_obs, num_frames, steps, solver, warm_start, num_samples, context_policy)
     start = time.perf_counter()
