@@ -37,13 +37,16 @@ class Prediction:
     """Result of :meth:`SmokeFlow.predict`.
 
     frames: uint8 [num_samples, num_frames, 64, 64, 3]; latents: float32 [K, F, C, h, w] (normalised);
-    nfe: network evaluations per sample; seconds: wall time including encoding and decoding.
+    nfe: network evaluations per sample; seconds: wall time including encoding and decoding;
+    warm_start_motion: the :class:`~smokeflow.data.smoke_velocity.SmokeVelocity` the warm start advected the
+    previous frame by (None: RIVER's warm start, or no warm start).
     """
 
     frames: np.ndarray
     latents: torch.Tensor
     nfe: int
     seconds: float
+    warm_start_motion: object = None
 
 
 def frames_to_model_input(frames, size: int) -> torch.Tensor:
@@ -175,18 +178,81 @@ class SmokeFlow:
     def predict_latents(self, z_obs, num_frames: int, steps: int = 10, solver: str = "euler",
                         warm_start: float = 0.0, num_samples: int = 1, seed: int = 0,
                         context_policy: str = "per_call", callback: Callable | None = None,
-                        reencode: bool = False):
-        """Normalised latents z_obs [T_obs,C,h,w] -> RolloutResult(latents [K,F,C,h,w], nfe, seconds).
+                        reencode: bool = False, warm_start_motion="auto"):
+        """Normalised latents z_obs [T_obs,C,h,w] -> RolloutResult(latents [K,F,C,h,w], nfe, seconds,
+        warm_start_motion).
 
         reencode: feed each predicted frame back through the autoencoder (:meth:`reencode_latents`) before it
         conditions the next one.
+        warm_start_motion (used only when warm_start > 0; see :mod:`smokeflow.flow.advected_warm_start`):
+        ``"auto"`` warm-starts each frame from the previous one moved by the smoke's velocity, measured on the
+        observed frames (two or more) or else the checkpoint's motion prior, and RIVER's warm start when
+        neither exists; ``"off"`` is always RIVER's warm start; a pair (drift, rise) in px per frame (or a
+        SmokeVelocity) gives the velocity. The result's ``warm_start_motion`` is the :class:`~smokeflow.data.smoke_velocity.SmokeVelocity`
+        used (None: RIVER's warm start).
         """
         z_obs = torch.as_tensor(z_obs).float().to(self.device)
-        return self.flow.predict_latents(z_obs, num_frames, steps=steps, solver=solver, warm_start=warm_start,
-                                         num_samples=num_samples, seed=seed, context_policy=context_policy,
-                                         callback=callback, project_frame=self.reencode_latents if reencode else None)
+        velocity = self.warm_start_velocity(z_obs, warm_start_motion) if warm_start > 0 else None
+        source = None
+        if velocity is not None:
+            from smokeflow.flow.advected_warm_start import AdvectedWarmStart
+
+            source = AdvectedWarmStart(self.decode_images, self.encode_images, velocity.drift, velocity.rise)
+        result = self.flow.predict_latents(z_obs, num_frames, steps=steps, solver=solver, warm_start=warm_start,
+                                           num_samples=num_samples, seed=seed, context_policy=context_policy,
+                                           callback=callback, project_frame=self.reencode_latents if reencode else None,
+                                           warm_start_source=source)
+        result.warm_start_motion = velocity
+        return result
+
+    @property
+    def motion_prior(self):
+        """The checkpoint's :class:`~smokeflow.data.smoke_velocity.SmokeVelocity` prior, or None (read once)."""
+        if not hasattr(self, "_motion_prior"):
+            from smokeflow.data.smoke_velocity import read_motion_prior
+
+            self._motion_prior = read_motion_prior(self.folder)
+        return self._motion_prior
+
+    def warm_start_velocity(self, observed, warm_start_motion="auto"):
+        """The velocity the advected warm start uses (see :meth:`predict_latents`): a SmokeVelocity, or None
+        for RIVER's warm start. observed: the observed frames, uint8 [T,H,W,3] (any size) or normalised
+        latents [T,C,h,w] (measured on their decoded frames)."""
+        from smokeflow.data.smoke_velocity import SmokeVelocity, estimate_velocity
+
+        if isinstance(warm_start_motion, SmokeVelocity):
+            return warm_start_motion
+        if isinstance(warm_start_motion, str):
+            if warm_start_motion == "off":
+                return None
+            if warm_start_motion != "auto":
+                raise ValueError(f"warm_start_motion must be 'auto', 'off' or (drift, rise), got {warm_start_motion!r}")
+            latents = isinstance(observed, torch.Tensor) and observed.is_floating_point()
+            if not latents:
+                observed = np.asarray(observed)
+                observed = observed[None] if observed.ndim == 3 else observed  # one [H,W,3] frame
+            if len(observed) < 2:  # one frame says nothing about the motion
+                return self.motion_prior
+            frames = self.decode(observed) if latents else resize_center_crop(observed, self.input_size)
+            return estimate_velocity(frames, self.motion_prior)
+        try:
+            drift, rise = (float(v) for v in warm_start_motion)
+        except (TypeError, ValueError):
+            raise ValueError(f"warm_start_motion must be 'auto', 'off' or (drift, rise), got {warm_start_motion!r}") from None
+        return SmokeVelocity(drift, rise, "given")
 
     @torch.inference_mode()
+    def decode_images(self, z: torch.Tensor) -> torch.Tensor:
+        """Normalised latents [B,C,h,w] -> float images [B,3,S,S] in [-1,1] on the pipeline's device: what
+        :meth:`decode` shows, before rounding to 8 bits."""
+        raw = self.normalizer.denormalize(z.to(self.device).float())
+        return self.vqvae.decode(raw).clamp(-1, 1)
+
+    @torch.inference_mode()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Float images [B,3,S,S] in [-1,1] -> normalised latents [B,C,h,w] on the images' device."""
+        return self.normalizer.normalize(self.vqvae.encode(images.to(self.device).float()).float()).to(images.device)
+
     def reencode_latents(self, z: torch.Tensor) -> torch.Tensor:
         """Normalised latents [B,C,h,w] -> the normalised latents of their decoded frames, [B,C,h,w].
 
@@ -194,23 +260,25 @@ class SmokeFlow:
         returns a prediction to latents the encoder actually makes, which is what the flow model was trained
         to be conditioned on; raw predictions drift off them over a rollout.
         """
-        raw = self.normalizer.denormalize(z.to(self.device).float())
-        frames = self.vqvae.decode(raw)  # [B, 3, S, S] in [-1, 1]
-        return self.normalizer.normalize(self.vqvae.encode(frames).float()).to(z.device)
+        return self.encode_images(self.decode_images(z)).to(z.device)
 
     def predict(self, frames, num_frames: int = 9, steps: int = 10, solver: str = "euler",
                 warm_start: float = 0.0, num_samples: int = 1, seed: int = 0, context_policy: str = "per_call",
-                callback: Callable | None = None, reencode: bool = False) -> Prediction:
+                callback: Callable | None = None, reencode: bool = False, warm_start_motion="auto") -> Prediction:
         """Observed uint8 frames [T>=1,H,W,3] (any size) -> Prediction with frames uint8 [K,F,S,S,3].
 
-        reencode: see :meth:`predict_latents`."""
+        reencode, warm_start_motion: see :meth:`predict_latents`."""
         start = time.perf_counter()
         flow = self.flow  # fail early (before encoding) for a VQVAE-only folder
         del flow
         z_obs = self.encode(frames)
+        # Measured on the frames themselves (resized), not on their reconstructions.
+        velocity = self.warm_start_velocity(frames, warm_start_motion) if warm_start > 0 else None
         result = self.predict_latents(z_obs, num_frames, steps=steps, solver=solver, warm_start=warm_start,
                                       num_samples=num_samples, seed=seed, context_policy=context_policy,
-                                      callback=callback, reencode=reencode)
+                                      callback=callback, reencode=reencode,
+                                      warm_start_motion=velocity if velocity is not None else "off")
         latents = result.latents.float().cpu()
         frames_out = self.decode(latents)
-        return Prediction(frames_out, latents, int(result.nfe), time.perf_counter() - start)
+        return Prediction(frames_out, latents, int(result.nfe), time.perf_counter() - start,
+                          result.warm_start_motion)

@@ -207,6 +207,14 @@ def test_parse_sweep_and_combinations():
         parse_sweep(["speed=1"])
     with pytest.raises(ValueError):
         parse_sweep(["steps=five"])
+    # The advected warm start sweeps as auto / off; settings given in neither grid nor defaults are left out.
+    grid = parse_sweep(["warm-start-motion=AUTO,off", "warm_start=0.1"])
+    assert grid == {"warm_start_motion": ["auto", "off"], "warm_start": [0.1]}
+    assert sweep_combinations(grid, {"steps": 10, "solver": "euler"}) == [
+        {"steps": 10, "solver": "euler", "warm_start": 0.1, "warm_start_motion": "auto"},
+        {"steps": 10, "solver": "euler", "warm_start": 0.1, "warm_start_motion": "off"}]
+    with pytest.raises(ValueError, match="auto or off"):
+        parse_sweep(["warm_start_motion=0,1"])
 
 
 def test_sweep_appends_rows_survives_interruption_and_resumes(dataset, tmp_path):
@@ -309,13 +317,13 @@ def test_cli_end_to_end_with_a_tiny_trained_checkpoint(tiny_run, tmp_path, capsy
     assert main([*common, "--steps", "2", "--solver", "heun", "--warm-start", "0.1", "--num-samples", "2",
                  "--json", str(json_path), "--html", str(html_path)]) == 0
     printed = capsys.readouterr().out
-    assert "model (heun N=2 s=0.1)" in printed and "copy_last_frame" in printed and "finished in" in printed
+    assert "model (heun N=2 s=0.1, advected auto)" in printed and "copy_last_frame" in printed and "finished in" in printed
     report = json.loads(json_path.read_text())
     validate_report(report)
     model = report["predictors"]["model"]
     assert model["nfe_per_frame"] == 4  # heun: 2 evaluations per step
     assert model["settings"] == {"predictor": "model", "steps": 2, "solver": "heun", "warm_start": 0.1,
-                                 "context_policy": "per_call", "reencode": False}
+                                 "context_policy": "per_call", "reencode": False, "warm_start_motion": "auto"}
     assert report["settings"]["seed"] == 3 and report["protocol"]["num_samples"] == 2
     assert html_path.read_text().count("plotly") > 0
 

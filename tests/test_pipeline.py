@@ -110,3 +110,46 @@ def test_predict_delegates_to_the_flow_predictor(checkpoint, tmp_path):
     z = out.latents[:, 0]
     decoded = torch.as_tensor(pipe.encode(pipe.decode(z)))
     torch.testing.assert_close(pipe.reencode_latents(z), decoded, atol=0.05, rtol=0)
+
+
+def test_predict_advects_the_warm_start_by_the_observed_velocity_or_the_prior(checkpoint, tmp_path):
+    """warm_start_motion: 'auto' measures the observed frames, else uses the checkpoint's prior, else RIVER's warm
+    start; 'off' is RIVER's; (drift, rise) is given. A fresh network is the zero field, so each frame is its
+    warm start and the advection shows in the frames."""
+    from smokeflow.config import load_config
+    from smokeflow.data.smoke_velocity import write_motion_prior
+    from smokeflow.flow.predictor import FlowConfig, FlowPredictor
+    from smokeflow.training.checkpoint_io import save_weights
+
+    folder = tmp_path / "with_flow"
+    shutil.copytree(checkpoint, folder)
+    config = FlowConfig.from_section(load_config(folder / "config.yaml").get("flow"))
+    save_weights(FlowPredictor.from_config(config).model.state_dict(), folder / "flow.safetensors")
+    pipe = SmokeFlow.from_pretrained(folder)
+    yy, xx = np.mgrid[0:64, 0:64]
+    frames = np.stack([np.repeat((200 * np.exp(-((yy - 40 + 2 * t) ** 2 + (xx - 32) ** 2) / 60.0))[..., None], 3, -1)
+                       for t in range(3)]).astype(np.uint8)  # a blob rising 2 px per frame
+    kwargs = dict(num_frames=2, steps=2, warm_start=0.5, seed=0)
+
+    off = pipe.predict(frames[:1], warm_start_motion="off", **kwargs)
+    auto = pipe.predict(frames[:1], **kwargs)  # one frame, no prior in the folder: RIVER's warm start
+    assert off.warm_start_motion is None and auto.warm_start_motion is None
+    assert np.array_equal(off.frames, auto.frames)
+
+    observed = pipe.predict(frames, **kwargs)
+    assert observed.warm_start_motion.source == "observed"
+    assert observed.warm_start_motion.rise == pytest.approx(2.0, abs=0.2)  # measured on the frames themselves
+    assert not np.array_equal(observed.frames, pipe.predict(frames, warm_start_motion="off", **kwargs).frames)
+
+    given = pipe.predict(frames[:1], warm_start_motion=(0.0, 3.0), **kwargs)
+    assert (given.warm_start_motion.drift, given.warm_start_motion.rise, given.warm_start_motion.source) == (0, 3, "given")
+    assert not np.array_equal(given.frames, off.frames)
+    assert pipe.predict(frames[:1], warm_start_motion=(0.0, 0.0), **kwargs).frames.tolist() == off.frames.tolist()
+    assert pipe.predict(frames, **{**kwargs, "warm_start": 0.0}).warm_start_motion is None  # nothing to advect
+
+    write_motion_prior(folder, {"drift": 0.0, "rise": 3.0, "pairs": 10, "videos": 2, "split": "train"})
+    with_prior = SmokeFlow.from_pretrained(folder).predict(frames[:1], **kwargs)
+    assert with_prior.warm_start_motion.source == "prior" and with_prior.warm_start_motion.rise == 3.0
+    assert np.array_equal(with_prior.frames, given.frames)  # the same velocity, the same frames
+    with pytest.raises(ValueError, match="warm_start_motion"):
+        pipe.predict(frames, warm_start_motion="fast", **kwargs)

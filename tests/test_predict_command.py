@@ -73,3 +73,27 @@ def test_predict_reports_bad_checkpoint_and_input(run_folder, clip, tmp_path, ca
     assert cli_main(["predict", "--checkpoint", run_folder, "--input", str(tmp_path / "missing.mp4"), "--out",
                      str(tmp_path / "b.gif")]) == 2
     assert "missing.mp4" in capsys.readouterr().err
+
+
+def test_training_records_the_motion_prior_and_predict_reports_the_velocity_it_used(run_folder, clip, tmp_path,
+                                                                                     capsys):
+    """The run folder holds the training split's mean motion; predict says how it moved the warm start, and
+    takes a given velocity or none."""
+    from smokeflow.data.smoke_velocity import read_motion_prior
+
+    prior = read_motion_prior(run_folder)
+    assert prior is not None and prior.source == "prior" and abs(prior.rise) < 10
+    base = ["predict", "--checkpoint", run_folder, "--input", clip, "--num-frames", "2", "--steps", "1",
+            "--warm-start", "0.2"]
+    assert cli_main(base + ["--out", str(tmp_path / "a.gif")]) == 0
+    printed = capsys.readouterr().out
+    assert "warm start moved by" in printed and ("(observed)" in printed or "(prior)" in printed)
+    assert cli_main(base + ["--observed", "1", "--out", str(tmp_path / "b.gif")]) == 0
+    assert "(prior)" in capsys.readouterr().out
+    assert cli_main(base + ["--warm-start-motion", "0,2", "--out", str(tmp_path / "c.gif")]) == 0
+    assert "rise 2.00 / drift 0.00 px per frame (given)" in capsys.readouterr().out
+    assert cli_main(base + ["--warm-start-motion", "off", "--out", str(tmp_path / "d.gif")]) == 0
+    assert "warm start moved" not in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli_main(base + ["--warm-start-motion", "fast", "--out", str(tmp_path / "e.gif")])
+    assert "DRIFT,RISE" in capsys.readouterr().err

@@ -209,3 +209,30 @@ def test_a_warm_start_input_network_is_told_the_samplers_warm_start(predictor):
         if s == 0.2:
             first = out.latents
     assert not torch.allclose(first, out.latents, atol=1e-4)
+
+
+def test_rollout_warm_starts_from_the_source_once_per_frame_and_only_when_s_is_positive(predictor, repo_root):
+    c, (h, w) = predictor.model.config.state_size, predictor.model.config.state_res
+    z = torch.randn(1, c, h, w, generator=torch.Generator().manual_seed(3))
+    calls = []
+
+    def source(reference):
+        calls.append(reference.clone())
+        return reference
+
+    same = predictor.predict_latents(z, 3, steps=2, warm_start=0.2, num_samples=2, seed=4, warm_start_source=source)
+    plain = predictor.predict_latents(z, 3, steps=2, warm_start=0.2, num_samples=2, seed=4)
+    torch.testing.assert_close(same.latents, plain.latents)  # an identity source is RIVER's warm start
+    assert len(calls) == 3 and calls[0].shape == (2, c, h, w)
+    torch.testing.assert_close(calls[1], same.latents[:, 0])  # the reference of frame 2 is frame 1
+    predictor.predict_latents(z, 2, steps=2, warm_start=0.0, warm_start_source=source)
+    assert len(calls) == 3  # s = 0 starts from pure noise: nothing to advect
+
+    # A fresh network is the zero field: the first frame is exactly the warm start from the source's latents.
+    config = FlowConfig.from_section(load_config(f"{repo_root}/configs/tiny.yaml")["flow"])
+    zero_field = FlowPredictor.from_config(config)
+    s = 0.4
+    shifted = zero_field.predict_latents(z, 1, steps=3, warm_start=s, seed=5,
+                                         warm_start_source=lambda ref: ref + 1.0).latents[0, 0]
+    eps = torch.randn(1, c, h, w, generator=torch.Generator().manual_seed(5))[0]
+    torch.testing.assert_close(shifted, (1 - (1 - config.sigma) * s) * eps + s * (z[0] + 1.0), atol=1e-5, rtol=0)

@@ -2,3 +2,26 @@
 
 These are thin adapters: they parse nothing themselves beyond argparse and call library functions.
 """
+
+
+def warm_start_motion_argument(text: str):
+    """argparse type of ``--warm-start-motion`` (evaluate, predict): see
+    :func:`smokeflow.data.smoke_velocity.parse_warm_start_motion`."""
+    import argparse
+
+    from smokeflow.data.smoke_velocity import parse_warm_start_motion
+
+    try:
+        return parse_warm_start_motion(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_warm_start_motion_argument(parser) -> None:
+    """``--warm-start-motion`` of evaluate and predict."""
+    parser.add_argument("--warm-start-motion", type=warm_start_motion_argument, default="auto",
+                        metavar="auto|off|DRIFT,RISE",
+                        help="with --warm-start > 0, warm-start each frame from the previous one moved by the "
+                             "smoke's velocity: auto = measured on the observed frames (2 or more), else the "
+                             "checkpoint's motion prior; off = RIVER's warm start; DRIFT,RISE = this velocity in "
+                             "px per frame (default: %(default)s)")

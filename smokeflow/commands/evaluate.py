@@ -15,6 +15,7 @@ import os
 import sys
 import time
 
+from smokeflow.commands import add_warm_start_motion_argument
 from smokeflow.errors import CheckpointError, ConfigError
 
 HELP = "Evaluate rollouts (PSNR, SSIM, smoke PSNR, LPIPS, FVD, smoke statistics) against baselines; sweeps."
@@ -38,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warm-start", type=float, default=0.0, help="warm start s in [0, 1) (default: %(default)s)")
     parser.add_argument("--context-policy", default="per_call", choices=CONTEXT_POLICIES,
                         help="re-draw the context frame at every network call (RIVER) or once per frame")
+    add_warm_start_motion_argument(parser)
     parser.add_argument("--reencode", action=argparse.BooleanOptionalAction, default=False,
                         help="feed each predicted frame back through the autoencoder (decode, encode) before it "
                              "conditions the next one (default: %(default)s)")
@@ -46,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="write the full results (protocol, settings, curves) as JSON")
     parser.add_argument("--html", default=None, help="write an HTML report with plotly charts")
     parser.add_argument("--sweep", nargs="+", default=None, metavar="NAME=V1,V2",
-                        help="evaluate every combination, e.g. steps=5,10 solver=euler,heun warm_start=0,0.1")
+                        help="evaluate every combination, e.g. steps=5,10 solver=euler,heun warm_start=0,0.1 "
+                             "warm_start_motion=auto,off")
     parser.add_argument("--csv", default=None, help="sweep results, one row per setting (needed with --sweep)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the copy-last and linear baselines")
     parser.add_argument("--lpips-weights", default=None,
@@ -120,7 +123,8 @@ def run(args) -> int:
 
     def model_predictor(combo: dict) -> FlowModelPredictor:
         return FlowModelPredictor(pipe, steps=combo["steps"], solver=combo["solver"], warm_start=combo["warm_start"],
-                                  context_policy=args.context_policy, reencode=args.reencode)
+                                  context_policy=args.context_policy, reencode=args.reencode,
+                                  warm_start_motion=combo.get("warm_start_motion", args.warm_start_motion))
 
     if args.sweep:
         try:
@@ -128,7 +132,8 @@ def run(args) -> int:
         except ValueError as err:
             raise ConfigError(f"--sweep: {err}") from None
         _check_sweep_values(grid)
-        defaults = {"steps": args.steps, "solver": args.solver, "warm_start": args.warm_start}
+        defaults = {"steps": args.steps, "solver": args.solver, "warm_start": args.warm_start,
+                    "warm_start_motion": args.warm_start_motion}
         combos = evaluation.sweep_combinations(grid, defaults)
         protocol = {"checkpoint": os.path.abspath(args.checkpoint), "split": args.split,
                     "num_videos": len(videos.names), "num_observed": args.num_observed,
@@ -144,7 +149,8 @@ def run(args) -> int:
         print(f"wrote {args.csv}", file=sys.stderr)
     else:
         i3d_availability = load_i3d(args.fvd_weights, args.device, download=not args.no_fvd_download)
-        combo = {"steps": args.steps, "solver": args.solver, "warm_start": args.warm_start}
+        combo = {"steps": args.steps, "solver": args.solver, "warm_start": args.warm_start,
+                 "warm_start_motion": args.warm_start_motion}
         results = evaluation.evaluate(pipe, [model_predictor(combo), *baselines], videos, settings,
                                       args.num_samples, args.seed, lpips_availability, i3d_availability,
                                       progress=progress)
@@ -164,9 +170,11 @@ def run(args) -> int:
 def format_sweep_table(rows: list[dict]) -> str:
     """Sweep rows (as written to the CSV) as a plain-text table."""
     columns = [("predictor", "predictor"), ("steps", "N"), ("solver", "solver"), ("warm_start", "s"),
+               ("warm_start_motion", "motion"),
                ("nfe_per_frame", "NFE/frame"), ("seconds_per_frame", "s/frame"), ("psnr", "PSNR"),
                ("psnr_best_of_k", "PSNR bestK"), ("ssim", "SSIM"), ("psnr_smoke", "smokePSNR"),
-               ("lpips", "LPIPS"), ("change_ratio", "change ratio"), ("fd_vqvae_features", "FD-VQVAE")]
+               ("lpips", "LPIPS"), ("change_ratio", "change ratio"), ("rise_ratio", "rise ratio"),
+               ("fd_vqvae_features", "FD-VQVAE")]
     columns = [(k, h) for k, h in columns if any(str(r.get(k, "")) not in ("", "None") for r in rows)]
 
     def cell(key, value):
@@ -178,7 +186,7 @@ def format_sweep_table(rows: list[dict]) -> str:
             return str(value)
         if key in ("steps",):
             return str(int(number))
-        return f"{number:.4f}" if key in ("ssim", "lpips", "seconds_per_frame", "change_ratio") else f"{number:.2f}"
+        return f"{number:.4f}" if key in ("ssim", "lpips", "seconds_per_frame", "change_ratio", "rise_ratio") else f"{number:.2f}"
 
     table = [[h for _, h in columns]] + [[cell(k, r.get(k)) for k, _ in columns] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(columns))]

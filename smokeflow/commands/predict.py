@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from smokeflow.commands import add_warm_start_motion_argument
+
 HELP = "Predict the next frames of a clip (video, frame folder, image or .npz) and write them as .gif/.mp4."
 
 
@@ -17,6 +19,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=10, help="ODE steps per frame (N)")
     parser.add_argument("--solver", default="euler", choices=["euler", "midpoint", "heun", "rk4", "dopri5"])
     parser.add_argument("--warm-start", type=float, default=0.0, help="warm start s in [0, 1) (0: pure noise)")
+    add_warm_start_motion_argument(parser)
     parser.add_argument("--reencode", action=argparse.BooleanOptionalAction, default=False,
                         help="feed each predicted frame back through the autoencoder (decode, encode) before it "
                              "conditions the next one (default: %(default)s)")
@@ -49,6 +52,7 @@ def prediction_video(observed, predicted):
 
 
 def run(args) -> int:
+    from smokeflow.data.smoke_velocity import describe_warm_start_motion
     from smokeflow.data.sources import load_frames
     from smokeflow.data.video_io import write_video
     from smokeflow.errors import DataError
@@ -66,9 +70,9 @@ def run(args) -> int:
     pipe = SmokeFlow.from_pretrained(args.checkpoint, device=args.device, compile=args.compile)
     out = pipe.predict(frames, num_frames=args.num_frames, steps=args.steps, solver=args.solver,
                        warm_start=args.warm_start, num_samples=args.num_samples, seed=args.seed,
-                       reencode=args.reencode)
+                       reencode=args.reencode, warm_start_motion=args.warm_start_motion)
     write_video(args.out, prediction_video(frames, out.frames), fps=args.fps)
     print(f"smokeflow predict: {args.num_samples} sample(s) x {args.num_frames} frames from {len(frames)} "
           f"observed frame(s), {args.solver} N={args.steps} warm start {args.warm_start}: {out.nfe} network "
-          f"evaluations per sample, {out.seconds:.2f} s -> {args.out}")
+          f"evaluations per sample, {out.seconds:.2f} s{describe_warm_start_motion(out.warm_start_motion)} -> {args.out}")
     return 0

@@ -6,7 +6,8 @@ For each new frame n (0-based index in the sequence of observed + generated fram
     With a single observed frame there is no earlier frame for the first prediction: the context is then the
     reference frame itself, at distance 1 (the trainer can train that case, see ``reference_as_context_prob``).
   * the ODE dy/dt = v(y, t | ref, ctx, n - c) is integrated from t = s to 1 starting at the warm start
-    y_s = (1 - (1 - sigma) s) eps + s z_{n-1} (s = 0: pure noise).
+    y_s = (1 - (1 - sigma) s) eps + s z_{n-1} (s = 0: pure noise), or, with ``warm_start_source``, from the
+    previous frame moved by the smoke's motion (:mod:`smokeflow.flow.advected_warm_start`).
 Conditioning that does not change during the N steps of one frame is computed once: the reference tokens
 once per frame, the context tokens once per frame of the sequence (so re-drawing the context per call only
 indexes a cache).
@@ -48,11 +49,13 @@ class RolloutProgress:
 @dataclass
 class RolloutResult:
     """latents: float [K, F, C, h, w] generated latents (normalised); nfe: network evaluations per sample
-    (all K samples share each batched call); seconds: wall time of the rollout."""
+    (all K samples share each batched call); seconds: wall time of the rollout; warm_start_motion: set by
+    callers that advect the warm start (``SmokeFlow.predict_latents``) to the velocity they used."""
 
     latents: torch.Tensor
     nfe: int
     seconds: float = 0.0
+    warm_start_motion: object = None
 
 
 def _check_arguments(z_obs, num_frames, steps, solver, warm_start, num_samples, context_policy):
@@ -80,6 +83,7 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
             rtol: float = 1e-3, atol: float = 1e-3,
             velocity_fn: Callable[..., torch.Tensor] | None = None,
             project_frame: Callable[[torch.Tensor], torch.Tensor] | None = None,
+            warm_start_source: Callable[[torch.Tensor], torch.Tensor] | None = None,
             ) -> RolloutResult:
     """Generate ``num_frames`` latent frames after the observed ones, for ``num_samples`` samples in a batch.
 
@@ -91,7 +95,9 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
     applied to each generated frame [K, C, h, w] before it becomes the next reference and a context candidate,
     and what is returned; e.g. the autoencoder's decode-encode round trip (``SmokeFlow.predict(...,
     reencode=True)``), which puts the prediction back among latents the encoder makes, against the drift of
-    feeding raw predictions back.
+    feeding raw predictions back. warm_start_source: maps the reference [K, C, h, w] to the latents the warm
+    start mixes with the noise (default: the reference itself, RIVER's warm start); e.g. an
+    :class:`~smokeflow.flow.advected_warm_start.AdvectedWarmStart`. Called once per frame, only when s > 0.
     """
     _check_arguments(z_obs, num_frames, steps, solver, warm_start, num_samples, context_policy)
     start = time.perf_counter()
@@ -143,7 +149,8 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
                 callback(RolloutProgress(f, num_frames, step, num_steps, frame_done=False))
 
         eps = torch.randn(reference.shape, generator=generator).to(param.device, param.dtype)
-        y0 = path.warm_start(reference, eps, warm_start)
+        start_from = reference if warm_start_source is None or warm_start == 0 else warm_start_source(reference)
+        y0 = path.warm_start(start_from, eps, warm_start)
         y1, nfe = integrate(velocity, y0, warm_start, 1.0, steps, solver, on_step=on_step, rtol=rtol, atol=atol)
         total_nfe += nfe
         if project_frame is not None:

@@ -101,10 +101,12 @@ class FlowModelPredictor:
     deterministic = False
 
     def __init__(self, source, steps: int = 10, solver: str = "euler", warm_start: float = 0.0,
-                 context_policy: str = "per_call", name: str = "model", reencode: bool = False):
+                 context_policy: str = "per_call", name: str = "model", reencode: bool = False,
+                 warm_start_motion="off"):
         self.source = source
         self.steps, self.solver, self.warm_start, self.context_policy = steps, solver, warm_start, context_policy
         self.reencode = reencode  # needs a source with the autoencoder (SmokeFlow)
+        self.warm_start_motion = warm_start_motion  # "auto" / (drift, rise) need SmokeFlow too
         self.name = name
 
     def settings(self) -> dict:
@@ -115,6 +117,8 @@ class FlowModelPredictor:
             "warm_start": self.warm_start,
             "context_policy": self.context_policy,
             "reencode": self.reencode,
+            "warm_start_motion": list(self.warm_start_motion) if isinstance(self.warm_start_motion, tuple)
+            else self.warm_start_motion,
         }
 
     def predict_latents(self, z_obs, num_frames, num_samples=1, seed=0) -> LatentRollout:
@@ -130,5 +134,6 @@ class FlowModelPredictor:
             seed=seed,
             context_policy=self.context_policy,
             **({"reencode": True} if self.reencode else {}),
+            **({"warm_start_motion": self.warm_start_motion} if self.warm_start_motion != "off" else {}),
         )
         return LatentRollout(result.latents, nfe=int(result.nfe), seconds=time.perf_counter() - start)

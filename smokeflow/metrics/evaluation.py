@@ -517,7 +517,7 @@ def protocol_section(videos: EvaluationVideos, num_samples: int, seed: int) -> d
 
 
 # ---------------------------------------------------------------------------------------------- sweeps
-SWEEP_KEYS = ("steps", "solver", "warm_start")
+SWEEP_KEYS = ("steps", "solver", "warm_start", "warm_start_motion")
 SWEEP_PROTOCOL_COLUMNS = ("checkpoint", "split", "num_videos", "num_observed", "num_frames", "num_samples", "seed")
 SWEEP_RESULT_COLUMNS = (
     "nfe_per_sample", "nfe_per_frame", "seconds_per_frame",
@@ -525,15 +525,16 @@ SWEEP_RESULT_COLUMNS = (
     "ssim", "ssim_mean_over_k", "ssim_best_of_k",
     "psnr_smoke", "psnr_smoke_best_of_k",
     "lpips", "lpips_best_of_k",
-    "change_ratio", "fd_vqvae_features",
+    "change_ratio", "rise_ratio", "fd_vqvae_features",
 )
 SWEEP_COLUMNS = ("predictor", *SWEEP_KEYS, *SWEEP_PROTOCOL_COLUMNS, *SWEEP_RESULT_COLUMNS)
 
 
 def parse_sweep(items: Iterable[str]) -> dict[str, list]:
-    """``["steps=5,10", "solver=euler,heun", "warm_start=0,0.1"]`` -> {"steps": [5, 10], ...}."""
-    converters = {"steps": int, "solver": str, "warm_start": float}
-    aliases = {"warm-start": "warm_start"}
+    """``["steps=5,10", "solver=euler,heun", "warm_start=0,0.1", "warm_start_motion=auto,off"]`` ->
+    {"steps": [5, 10], ...}. (A given DRIFT,RISE velocity cannot be swept: its comma separates values.)"""
+    converters = {"steps": int, "solver": str, "warm_start": float, "warm_start_motion": _motion_mode}
+    aliases = {"warm-start": "warm_start", "warm-start-motion": "warm_start_motion"}
     grid: dict[str, list] = {}
     for item in items:
         if "=" not in item:
@@ -551,10 +552,23 @@ def parse_sweep(items: Iterable[str]) -> dict[str, list]:
     return grid
 
 
+def _motion_mode(text: str) -> str:
+    """A swept ``warm_start_motion``: auto or off."""
+    mode = text.strip().lower()
+    if mode not in ("auto", "off"):
+        raise ValueError(f"warm_start_motion values must be auto or off, got {text!r}")
+    return mode
+
+
+_motion_mode.__name__ = "auto or off"  # read in parse_sweep's error message
+
+
 def sweep_combinations(grid: dict[str, list], defaults: dict) -> list[dict]:
-    """Every combination of the grid (parameters not in the grid take their default value)."""
-    values = [grid.get(key, [defaults[key]]) for key in SWEEP_KEYS]
-    return [dict(zip(SWEEP_KEYS, combo)) for combo in itertools.product(*values)]
+    """Every combination of the grid (parameters not in the grid take their default value; parameters in
+    neither are left out)."""
+    keys = [key for key in SWEEP_KEYS if key in grid or key in defaults]
+    values = [grid.get(key, [defaults.get(key)]) for key in keys]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
 
 
 def sweep_row(predictor_name: str, combo: dict, protocol: dict, section: dict) -> dict:
@@ -564,7 +578,7 @@ def sweep_row(predictor_name: str, combo: dict, protocol: dict, section: dict) -
     def metric(name, view="single"):
         return metrics[name][view]["mean"] if name in metrics else None
 
-    row = {"predictor": predictor_name, **{k: combo.get(k, "") for k in SWEEP_KEYS}, **protocol}
+    row = {"predictor": predictor_name, **{k: _csv_value(combo.get(k, "")) for k in SWEEP_KEYS}, **protocol}
     row.update(
         nfe_per_sample=section["nfe_per_sample"],
         nfe_per_frame=section["nfe_per_frame"],
@@ -574,9 +588,15 @@ def sweep_row(predictor_name: str, combo: dict, protocol: dict, section: dict) -
         psnr_smoke=metric("psnr_smoke"), psnr_smoke_best_of_k=metric("psnr_smoke", "best_of_k"),
         lpips=metric("lpips"), lpips_best_of_k=metric("lpips", "best_of_k"),
         change_ratio=section["smoke_statistics"]["change_ratio"],
+        rise_ratio=section["smoke_statistics"].get("rise_ratio"),
         fd_vqvae_features=(section.get("fd_vqvae_features") or {}).get("value"),
     )
     return row
+
+
+def _csv_value(value):
+    """A setting as one CSV cell: a (drift, rise) pair as "drift,rise"."""
+    return ",".join(str(float(v)) for v in value) if isinstance(value, (tuple, list)) else value
 
 
 def _row_key(row: dict) -> tuple:

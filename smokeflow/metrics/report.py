@@ -166,7 +166,9 @@ def predictor_label(name: str, section: dict) -> str:
     settings = section.get("settings", {})
     if "steps" in settings:
         reencode = ", re-encoded" if settings.get("reencode") else ""
-        return f"{name} ({settings['solver']} N={settings['steps']} s={settings['warm_start']}{reencode})"
+        motion = settings.get("warm_start_motion", "off")
+        advected = f", advected {motion}" if settings["warm_start"] and motion != "off" else ""
+        return f"{name} ({settings['solver']} N={settings['steps']} s={settings['warm_start']}{advected}{reencode})"
     return name
 
 

@@ -354,6 +354,7 @@ def train_flow(run_dir: str, config: dict, data_root: str, seed: int = 0, device
     from tqdm import tqdm
 
     from smokeflow.data.latent_cache import LatentClipDataset
+    from smokeflow.data.smoke_velocity import record_motion_prior
     from smokeflow.data.preloaded_latents import PreloadedLatentClips
 
     ctx = init_distributed(device)
@@ -372,6 +373,8 @@ def train_flow(run_dir: str, config: dict, data_root: str, seed: int = 0, device
     if is_main and not resume:
         config = {**config, "flow_training": dataclasses.asdict(train_config)}
         prepare_run_folder(run_dir, config, vqvae_checkpoint)
+        # The training data's mean smoke velocity: the advected warm start's guess from a single frame.
+        record_motion_prior(run_dir, data_root)
     barrier(ctx)
 
     # Every window of every video is an item; which flip an item gets depends on (seed, epoch, index) and
