@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/motion_probe.py [--checkpoint checkpoints/default] [--data final_dataset]
         [--split val] [--num-videos 20] [--steps 10] [--warm-start 0.1] [--mean-draws 8]
+        [--warm-start-motion auto|off|DRIFT,RISE]
 
 For the first ``--num-videos`` videos of a split (10 frames each), the rise of the smoke
 (:mod:`smokeflow.metrics.smoke_motion`, optical flow on decoded frames) is printed for:
@@ -12,8 +13,10 @@ For the first ``--num-videos`` videos of a split (10 frames each), the rise of t
                     from the TRUE frames n-1 (reference) and n-2 (context, distance 2), averaged over
                     ``--mean-draws`` noise draws - the model's conditional mean of the next frame;
   one frame, s=0    teacher-forced: frame n sampled by the real sampler from the true frames 0..n-1, pure noise;
-  one frame, s      the same from warm start s;
-  rollout, s        the protocol of the issue: 1 observed frame, 9 frames predicted from predictions.
+  one frame, s      the same from warm start s (advected by ``--warm-start-motion``: with ``auto``, the velocity
+                    measured on the true past frames);
+  rollout, s        the protocol of the issue: 1 observed frame, 9 frames predicted from predictions (with
+                    ``auto``, advected by the checkpoint's motion prior).
 
 Each line's motion is measured from the frame before it as the model had it (the true frame, or the rollout's
 previous frame), so a line that copies its reference reads 0. The ratio columns divide by the truth's rise (as
@@ -33,7 +36,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from smokeflow import SmokeFlow  # noqa: E402
-from smokeflow.flow.sampler import rollout  # noqa: E402
+from smokeflow.commands import warm_start_motion_argument  # noqa: E402
 from smokeflow.metrics.evaluation import load_evaluation_videos  # noqa: E402
 from smokeflow.metrics.smoke_motion import smoke_motion  # noqa: E402
 
@@ -70,11 +73,12 @@ def main(argv=None) -> int:
     parser.add_argument("--warm-start", type=float, default=0.1)
     parser.add_argument("--mean-draws", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warm-start-motion", type=warm_start_motion_argument, default="auto",
+                        help="advect the warm start: auto, off, or DRIFT,RISE px per frame (default: auto)")
     args = parser.parse_args(argv)
 
     pipe = SmokeFlow.from_pretrained(args.checkpoint, device="cpu")
-    predictor = pipe.flow
-    model, path = predictor.model, predictor.path
+    model = pipe.flow.model
     videos = load_evaluation_videos(args.data, args.split, 1, NUM_FRAMES - 1, args.num_videos)
     generator = torch.Generator().manual_seed(args.seed)
     rises: dict[str, list[float]] = {}
@@ -93,17 +97,19 @@ def main(argv=None) -> int:
                               args.mean_draws, generator)
         add("clean estimate (t=0 mean)", pair_rise(reconstruction[1:-1], pipe.decode(mean)))
         for s in (0.0, args.warm_start):
-            one = torch.cat([rollout(model, path, z[:n], 1, steps=args.steps, warm_start=s,
-                                     seed=args.seed * 1000 + i * NUM_FRAMES + n).latents[0]
+            one = torch.cat([pipe.predict_latents(z[:n], 1, steps=args.steps, warm_start=s,
+                                                  seed=args.seed * 1000 + i * NUM_FRAMES + n,
+                                                  warm_start_motion=args.warm_start_motion).latents[0]
                              for n in targets.tolist()])
             add(f"one frame, s={s:g}", pair_rise(reconstruction[1:-1], pipe.decode(one)))
-        rolled = predictor.predict_latents(z[:1], NUM_FRAMES - 1, steps=args.steps, warm_start=args.warm_start,
-                                           seed=args.seed * 1000 + i).latents[0]
+        rolled = pipe.predict_latents(z[:1], NUM_FRAMES - 1, steps=args.steps, warm_start=args.warm_start,
+                                      seed=args.seed * 1000 + i, warm_start_motion=args.warm_start_motion).latents[0]
         rolled_frames = pipe.decode(torch.cat([z[:1], rolled]))
         add(f"rollout, s={args.warm_start:g}", pair_rise(rolled_frames[:-1], rolled_frames[1:]))
 
     truth, codec = float(np.mean(rises["truth"])), float(np.mean(rises["reconstruction"]))
-    print(f"{args.checkpoint}: {len(videos.names)} {args.split} videos, Euler N={args.steps}")
+    print(f"{args.checkpoint}: {len(videos.names)} {args.split} videos, Euler N={args.steps}, warm-start motion "
+          f"{args.warm_start_motion} (prior: {pipe.motion_prior})")
     print(f"{'stage':32s} {'rise px/frame':>14s} {'/ truth':>8s} {'/ recon':>8s}")
     for name, values in rises.items():
         value = float(np.mean(values))

@@ -7,7 +7,8 @@ import types
 import pytest
 import torch
 
-from smokeflow.metrics.baselines import CopyLastFrame, FlowModelPredictor, LinearLatentExtrapolation
+from smokeflow.data.smoke_velocity import SmokeVelocity
+from smokeflow.metrics.baselines import AdvectedLastFrame, CopyLastFrame, FlowModelPredictor, LinearLatentExtrapolation
 
 
 def test_copy_last_frame_repeats_the_last_observation():
@@ -53,3 +54,35 @@ def test_flow_model_predictor_passes_its_settings():
     assert out.latents.shape == (2, 3, 4, 2, 2) and out.nfe == 21
     assert calls == [dict(steps=7, solver="heun", warm_start=0.2, num_samples=2, seed=5, context_policy="per_call")]
     assert predictor.settings()["solver"] == "heun" and not predictor.deterministic
+
+
+def test_advected_last_frame_moves_the_last_observation_on_at_the_velocity():
+    """Frame f is the last observed frame shifted f x (drift, rise) px; no velocity: copy-last."""
+    velocity = {"value": SmokeVelocity(0.0, 1.0, "prior")}
+    pipe = types.SimpleNamespace(warm_start_velocity=lambda z_obs, mode: velocity["value"],
+                                 decode_images=lambda z: z * 2.0, encode_images=lambda images: images / 2.0)
+    z_obs = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    baseline = AdvectedLastFrame(pipe)
+    out = baseline.predict_latents(z_obs, num_frames=3, num_samples=2)
+    assert out.latents.shape == (2, 3, 3, 8, 8) and out.nfe == 0 and baseline.deterministic
+    for f in range(3):  # row y of frame f shows row y + f + 1 of the last observation; the bottom edge repeats
+        torch.testing.assert_close(out.latents[0, f, :, : 7 - f], z_obs[-1, :, f + 1:])
+        torch.testing.assert_close(out.latents[1, f, :, -1], z_obs[-1, :, -1])
+    velocity["value"] = None
+    still = baseline.predict_latents(z_obs, num_frames=2)
+    assert torch.equal(still.latents, CopyLastFrame().predict_latents(z_obs, num_frames=2).latents)
+
+
+def test_flow_model_predictor_passes_an_advected_warm_start_only_when_asked():
+    calls = []
+
+    def predict_latents(z_obs, num_frames, **kwargs):
+        calls.append(kwargs)
+        return types.SimpleNamespace(latents=torch.zeros(1, num_frames, *z_obs.shape[1:]), nfe=1)
+
+    source = types.SimpleNamespace(predict_latents=predict_latents)
+    FlowModelPredictor(source, warm_start=0.1, warm_start_motion="auto").predict_latents(torch.zeros(1, 4, 2, 2), 1)
+    given = FlowModelPredictor(source, warm_start=0.1, warm_start_motion=(0.0, 1.0))
+    given.predict_latents(torch.zeros(1, 4, 2, 2), 1)
+    assert calls[0]["warm_start_motion"] == "auto" and calls[1]["warm_start_motion"] == (0.0, 1.0)
+    assert given.settings()["warm_start_motion"] == [0.0, 1.0]  # JSON-friendly in reports

@@ -325,6 +325,7 @@ def test_cli_end_to_end_with_a_tiny_trained_checkpoint(tiny_run, tmp_path, capsy
     assert model["settings"] == {"predictor": "model", "steps": 2, "solver": "heun", "warm_start": 0.1,
                                  "context_policy": "per_call", "reencode": False, "warm_start_motion": "auto"}
     assert report["settings"]["seed"] == 3 and report["protocol"]["num_samples"] == 2
+    assert "advected_last_frame" in report["predictors"]  # the run folder has a motion prior
     assert html_path.read_text().count("plotly") > 0
 
     csv_path = tmp_path / "sweep.csv"
@@ -332,5 +333,6 @@ def test_cli_end_to_end_with_a_tiny_trained_checkpoint(tiny_run, tmp_path, capsy
     with open(csv_path) as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["predictor"], r["steps"]) for r in rows] == [
-        ("copy_last_frame", ""), ("linear_latent_extrapolation", ""), ("model", "1"), ("model", "2")]
-    assert [float(r["nfe_per_frame"]) for r in rows[2:]] == [1.0, 2.0]
+        ("copy_last_frame", ""), ("linear_latent_extrapolation", ""), ("advected_last_frame", ""), ("model", "1"),
+        ("model", "2")]
+    assert [float(r["nfe_per_frame"]) for r in rows[3:]] == [1.0, 2.0]

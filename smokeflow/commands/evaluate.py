@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="evaluate every combination, e.g. steps=5,10 solver=euler,heun warm_start=0,0.1 "
                              "warm_start_motion=auto,off")
     parser.add_argument("--csv", default=None, help="sweep results, one row per setting (needed with --sweep)")
-    parser.add_argument("--no-baselines", action="store_true", help="skip the copy-last and linear baselines")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the baselines (copy-last, linear, advected last frame)")
     parser.add_argument("--lpips-weights", default=None,
                         help="torchvision AlexNet weights alexnet-owt-7be5be79.pth (default: the torch hub cache)")
     parser.add_argument("--fvd-weights", default=None,
@@ -119,7 +119,7 @@ def run(args) -> int:
     if not lpips_availability.available:
         print(lpips_availability.reason, file=sys.stderr)
     settings = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"}
-    baselines = [] if args.no_baselines else evaluation.default_baselines()
+    baselines = [] if args.no_baselines else evaluation.default_baselines(pipe)
 
     def model_predictor(combo: dict) -> FlowModelPredictor:
         return FlowModelPredictor(pipe, steps=combo["steps"], solver=combo["solver"], warm_start=combo["warm_start"],

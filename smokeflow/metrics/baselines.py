@@ -13,6 +13,8 @@ says whether its K samples are all equal (then evaluation rolls out one and reus
   or generated frames. With a single observation the first step has no velocity, so it starts as
   copy-last - and then, since the last two frames are equal, stays copy-last: it only differs from
   :class:`CopyLastFrame` when at least 2 frames are observed.
+- :class:`AdvectedLastFrame`: the last observed frame moved on at the smoke's velocity (the velocity the
+  advected warm start uses), re-encoded: what the motion alone explains, without the flow model.
 - :class:`FlowModelPredictor`: the trained flow model (``SmokeFlow`` or ``FlowPredictor``, whose
   ``predict_latents`` takes steps / solver / warm start) with its sampling settings fixed.
 """
@@ -87,6 +89,42 @@ class LinearLatentExtrapolation:
             previous, current = current, 2.0 * current - previous
             frames.append(current)
         latents = torch.stack(frames).unsqueeze(0).expand(num_samples, -1, -1, -1, -1).clone()
+        return LatentRollout(latents, nfe=0, seconds=time.perf_counter() - start)
+
+
+class AdvectedLastFrame:
+    """Constant smoke velocity in pixel space: future frame f (1-based) is the last observed frame decoded, moved
+    f x (drift, rise) pixels (:func:`~smokeflow.flow.advected_warm_start.shift_images`) and encoded again.
+
+    pipe: a ``SmokeFlow``; the velocity is the one its advected warm start uses
+    (:meth:`~smokeflow.pipeline.SmokeFlow.warm_start_velocity`: the observed frames, else the checkpoint's
+    motion prior). Without one it is copy-last. The baseline that says what the flow model adds to the shift.
+    """
+
+    name = "advected_last_frame"
+    deterministic = True
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+
+    def settings(self) -> dict:
+        return {"predictor": self.name, "velocity": "measured on the observed frames, else the motion prior"}
+
+    def predict_latents(self, z_obs, num_frames, num_samples=1, seed=0) -> LatentRollout:
+        from smokeflow.flow.advected_warm_start import shift_images
+
+        start = time.perf_counter()
+        _check_observations(z_obs, num_frames)
+        velocity = self.pipe.warm_start_velocity(z_obs, "auto")
+        if velocity is None:
+            latents = z_obs[-1:].expand(num_frames, *z_obs.shape[1:])
+        else:
+            last = self.pipe.decode_images(z_obs[-1:])  # [1, 3, S, S]
+            # Each frame shifted from the observed one (not from the previous shift): one interpolation each.
+            moved = torch.cat([shift_images(last, f * velocity.drift, f * velocity.rise)
+                               for f in range(1, num_frames + 1)])
+            latents = self.pipe.encode_images(moved).to(z_obs.device, z_obs.dtype)
+        latents = latents.unsqueeze(0).expand(num_samples, -1, -1, -1, -1).clone()
         return LatentRollout(latents, nfe=0, seconds=time.perf_counter() - start)
 
 

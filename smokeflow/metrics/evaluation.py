@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from smokeflow.errors import DataError
 from smokeflow.metrics import frame_metrics
-from smokeflow.metrics.baselines import CopyLastFrame, LatentPredictor, LinearLatentExtrapolation
+from smokeflow.metrics.baselines import AdvectedLastFrame, CopyLastFrame, LatentPredictor, LinearLatentExtrapolation
 from smokeflow.metrics.fvd import (
     PROXY_NAME,
     PROXY_NOTE,
@@ -414,8 +414,10 @@ def reconstruction_reference(context: VideoMetricContext, lpips_model=None,
             "smoke_statistics": summarise_smoke_statistics(reconstructed[:, None], videos, last_observed_decoded)}
 
 
-def default_baselines() -> list[LatentPredictor]:
-    return [CopyLastFrame(), LinearLatentExtrapolation()]
+def default_baselines(pipe=None) -> list[LatentPredictor]:
+    """Copy-last and linear extrapolation; with a ``SmokeFlow`` pipeline also the advected last frame."""
+    baselines = [CopyLastFrame(), LinearLatentExtrapolation()]
+    return baselines + [AdvectedLastFrame(pipe)] if pipe is not None else baselines
 
 
 def _availability(lpips_availability, i3d_availability) -> dict:
