@@ -114,3 +114,13 @@ def test_warm_start_motion_values_parse(text, expected):
 def test_bad_warm_start_motion_values_are_refused(text):
     with pytest.raises(ValueError, match="DRIFT,RISE"):
         parse_warm_start_motion(text)
+
+
+def test_a_dataset_without_readable_frames_gives_a_warning_and_no_prior(tmp_path):
+    from smokeflow.data.smoke_velocity import record_motion_prior
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with pytest.warns(UserWarning, match="RIVER's warm start"):
+        assert record_motion_prior(str(run_dir), str(tmp_path / "no_such_dataset")) is None
+    assert not (run_dir / MOTION_PRIOR_FILE).exists()
