@@ -73,7 +73,7 @@ def test_advected_last_frame_moves_the_last_observation_on_at_the_velocity():
     assert torch.equal(still.latents, CopyLastFrame().predict_latents(z_obs, num_frames=2).latents)
 
 
-def test_flow_model_predictor_passes_an_advected_warm_start_only_when_asked():
+def test_flow_model_predictor_passes_the_warm_start_motion_unless_none():
     calls = []
 
     def predict_latents(z_obs, num_frames, **kwargs):
@@ -84,5 +84,8 @@ def test_flow_model_predictor_passes_an_advected_warm_start_only_when_asked():
     FlowModelPredictor(source, warm_start=0.1, warm_start_motion="auto").predict_latents(torch.zeros(1, 4, 2, 2), 1)
     given = FlowModelPredictor(source, warm_start=0.1, warm_start_motion=(0.0, 1.0))
     given.predict_latents(torch.zeros(1, 4, 2, 2), 1)
-    assert calls[0]["warm_start_motion"] == "auto" and calls[1]["warm_start_motion"] == (0.0, 1.0)
+    # "off" must be passed too: SmokeFlow's own default is "auto". Only None leaves the argument out.
+    FlowModelPredictor(source, warm_start=0.1, warm_start_motion="off").predict_latents(torch.zeros(1, 4, 2, 2), 1)
+    FlowModelPredictor(source, warm_start=0.1).predict_latents(torch.zeros(1, 4, 2, 2), 1)
+    assert [c.get("warm_start_motion", "absent") for c in calls] == ["auto", (0.0, 1.0), "off", "absent"]
     assert given.settings()["warm_start_motion"] == [0.0, 1.0]  # JSON-friendly in reports

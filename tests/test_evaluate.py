@@ -336,3 +336,12 @@ def test_cli_end_to_end_with_a_tiny_trained_checkpoint(tiny_run, tmp_path, capsy
         ("copy_last_frame", ""), ("linear_latent_extrapolation", ""), ("advected_last_frame", ""), ("model", "1"),
         ("model", "2")]
     assert [float(r["nfe_per_frame"]) for r in rows[3:]] == [1.0, 2.0]
+
+    # The advected warm start against RIVER's in one sweep: "off" must reach the pipeline (whose default is auto).
+    motion_csv = tmp_path / "motion.csv"
+    assert main([*common, "--warm-start", "0.5", "--no-baselines", "--sweep", "warm_start_motion=auto,off",
+                 "--csv", str(motion_csv)]) == 0
+    with open(motion_csv) as fh:
+        auto, off = list(csv.DictReader(fh))
+    assert (auto["warm_start_motion"], off["warm_start_motion"]) == ("auto", "off")
+    assert auto["psnr"] != off["psnr"] and auto["rise_ratio"] != off["rise_ratio"]

@@ -133,18 +133,21 @@ class FlowModelPredictor:
 
     source: anything with ``predict_latents(z_obs, num_frames, steps=, solver=, warm_start=, num_samples=,
     seed=, context_policy=)`` returning an object with ``.latents`` [K, F, C, h, w] and ``.nfe`` (the
-    contract of ``SmokeFlow`` and ``FlowPredictor``).
+    contract of ``SmokeFlow`` and ``FlowPredictor``). ``warm_start_motion`` ("auto", "off" or (drift, rise);
+    ``SmokeFlow`` only, see :meth:`smokeflow.pipeline.SmokeFlow.predict_latents`) is passed on unless None.
     """
 
     deterministic = False
 
     def __init__(self, source, steps: int = 10, solver: str = "euler", warm_start: float = 0.0,
                  context_policy: str = "per_call", name: str = "model", reencode: bool = False,
-                 warm_start_motion="off"):
+                 warm_start_motion=None):
         self.source = source
         self.steps, self.solver, self.warm_start, self.context_policy = steps, solver, warm_start, context_policy
         self.reencode = reencode  # needs a source with the autoencoder (SmokeFlow)
-        self.warm_start_motion = warm_start_motion  # "auto" / (drift, rise) need SmokeFlow too
+        # None: not passed on (the source's own default; a FlowPredictor has no such argument). Any value,
+        # "off" included, is passed: SmokeFlow's default is "auto", so "off" must be said.
+        self.warm_start_motion = warm_start_motion
         self.name = name
 
     def settings(self) -> dict:
@@ -172,6 +175,6 @@ class FlowModelPredictor:
             seed=seed,
             context_policy=self.context_policy,
             **({"reencode": True} if self.reencode else {}),
-            **({"warm_start_motion": self.warm_start_motion} if self.warm_start_motion != "off" else {}),
+            **({"warm_start_motion": self.warm_start_motion} if self.warm_start_motion is not None else {}),
         )
         return LatentRollout(result.latents, nfe=int(result.nfe), seconds=time.perf_counter() - start)

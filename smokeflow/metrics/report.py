@@ -166,8 +166,8 @@ def predictor_label(name: str, section: dict) -> str:
     settings = section.get("settings", {})
     if "steps" in settings:
         reencode = ", re-encoded" if settings.get("reencode") else ""
-        motion = settings.get("warm_start_motion", "off")
-        advected = f", advected {motion}" if settings["warm_start"] and motion != "off" else ""
+        motion = settings.get("warm_start_motion")
+        advected = f", advected {motion}" if settings["warm_start"] and motion not in (None, "off") else ""
         return f"{name} ({settings['solver']} N={settings['steps']} s={settings['warm_start']}{advected}{reencode})"
     return name
 
