@@ -68,6 +68,21 @@ def model_output_to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.movedim(-3, -1).cpu().numpy()
 
 
+def _warm_start_motion_mode(value):
+    """``warm_start_motion`` -> "auto", "off" or a SmokeVelocity; ValueError for anything else."""
+    from smokeflow.data.smoke_velocity import SmokeVelocity
+
+    if isinstance(value, SmokeVelocity) or value in ("auto", "off"):
+        return value
+    if not isinstance(value, str):
+        try:
+            drift, rise = (float(v) for v in value)
+            return SmokeVelocity(drift, rise, "given")
+        except (TypeError, ValueError):
+            pass
+    raise ValueError(f"warm_start_motion must be 'auto', 'off' or (drift, rise) in px per frame, got {value!r}")
+
+
 class SmokeFlow:
     """A frozen VQVAE with its latent normalisation, plus (optionally) the flow predictor."""
 
@@ -188,10 +203,11 @@ class SmokeFlow:
         ``"auto"`` warm-starts each frame from the previous one moved by the smoke's velocity, measured on the
         observed frames (two or more) or else the checkpoint's motion prior, and RIVER's warm start when
         neither exists; ``"off"`` is always RIVER's warm start; a pair (drift, rise) in px per frame (or a
-        SmokeVelocity) gives the velocity. The result's ``warm_start_motion`` is the :class:`~smokeflow.data.smoke_velocity.SmokeVelocity`
-        used (None: RIVER's warm start).
+        SmokeVelocity) gives the velocity. The result's ``warm_start_motion`` is the
+        :class:`~smokeflow.data.smoke_velocity.SmokeVelocity` used (None: RIVER's warm start).
         """
         z_obs = torch.as_tensor(z_obs).float().to(self.device)
+        _warm_start_motion_mode(warm_start_motion)  # a bad value fails at any s
         velocity = self.warm_start_velocity(z_obs, warm_start_motion) if warm_start > 0 else None
         source = None
         if velocity is not None:
@@ -218,28 +234,19 @@ class SmokeFlow:
         """The velocity the advected warm start uses (see :meth:`predict_latents`): a SmokeVelocity, or None
         for RIVER's warm start. observed: the observed frames, uint8 [T,H,W,3] (any size) or normalised
         latents [T,C,h,w] (measured on their decoded frames)."""
-        from smokeflow.data.smoke_velocity import SmokeVelocity, estimate_velocity
+        from smokeflow.data.smoke_velocity import estimate_velocity
 
-        if isinstance(warm_start_motion, SmokeVelocity):
-            return warm_start_motion
-        if isinstance(warm_start_motion, str):
-            if warm_start_motion == "off":
-                return None
-            if warm_start_motion != "auto":
-                raise ValueError(f"warm_start_motion must be 'auto', 'off' or (drift, rise), got {warm_start_motion!r}")
-            latents = isinstance(observed, torch.Tensor) and observed.is_floating_point()
-            if not latents:
-                observed = np.asarray(observed)
-                observed = observed[None] if observed.ndim == 3 else observed  # one [H,W,3] frame
-            if len(observed) < 2:  # one frame says nothing about the motion
-                return self.motion_prior
-            frames = self.decode(observed) if latents else resize_center_crop(observed, self.input_size)
-            return estimate_velocity(frames, self.motion_prior)
-        try:
-            drift, rise = (float(v) for v in warm_start_motion)
-        except (TypeError, ValueError):
-            raise ValueError(f"warm_start_motion must be 'auto', 'off' or (drift, rise), got {warm_start_motion!r}") from None
-        return SmokeVelocity(drift, rise, "given")
+        mode = _warm_start_motion_mode(warm_start_motion)
+        if mode != "auto":
+            return None if mode == "off" else mode
+        latents = isinstance(observed, torch.Tensor) and observed.is_floating_point()
+        if not latents:
+            observed = np.asarray(observed)
+            observed = observed[None] if observed.ndim == 3 else observed  # one [H,W,3] frame
+        if len(observed) < 2:  # one frame says nothing about the motion
+            return self.motion_prior
+        frames = self.decode(observed) if latents else resize_center_crop(observed, self.input_size)
+        return estimate_velocity(frames, self.motion_prior)
 
     @torch.inference_mode()
     def decode_images(self, z: torch.Tensor) -> torch.Tensor:
@@ -273,6 +280,7 @@ class SmokeFlow:
         del flow
         z_obs = self.encode(frames)
         # Measured on the frames themselves (resized), not on their reconstructions.
+        _warm_start_motion_mode(warm_start_motion)
         velocity = self.warm_start_velocity(frames, warm_start_motion) if warm_start > 0 else None
         result = self.predict_latents(z_obs, num_frames, steps=steps, solver=solver, warm_start=warm_start,
                                       num_samples=num_samples, seed=seed, context_policy=context_policy,

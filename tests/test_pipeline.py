@@ -142,7 +142,8 @@ def test_predict_advects_the_warm_start_by_the_observed_velocity_or_the_prior(ch
     assert not np.array_equal(observed.frames, pipe.predict(frames, warm_start_motion="off", **kwargs).frames)
 
     given = pipe.predict(frames[:1], warm_start_motion=(0.0, 3.0), **kwargs)
-    assert (given.warm_start_motion.drift, given.warm_start_motion.rise, given.warm_start_motion.source) == (0, 3, "given")
+    velocity = given.warm_start_motion
+    assert (velocity.drift, velocity.rise, velocity.source) == (0, 3, "given")
     assert not np.array_equal(given.frames, off.frames)
     assert pipe.predict(frames[:1], warm_start_motion=(0.0, 0.0), **kwargs).frames.tolist() == off.frames.tolist()
     assert pipe.predict(frames, **{**kwargs, "warm_start": 0.0}).warm_start_motion is None  # nothing to advect
@@ -151,5 +152,8 @@ def test_predict_advects_the_warm_start_by_the_observed_velocity_or_the_prior(ch
     with_prior = SmokeFlow.from_pretrained(folder).predict(frames[:1], **kwargs)
     assert with_prior.warm_start_motion.source == "prior" and with_prior.warm_start_motion.rise == 3.0
     assert np.array_equal(with_prior.frames, given.frames)  # the same velocity, the same frames
-    with pytest.raises(ValueError, match="warm_start_motion"):
-        pipe.predict(frames, warm_start_motion="fast", **kwargs)
+    for bad in ("fast", (1.0,), (float("nan"), 1.0)):
+        with pytest.raises(ValueError, match="warm_start_motion"):
+            pipe.predict(frames, warm_start_motion=bad, **kwargs)
+    with pytest.raises(ValueError, match="warm_start_motion"):  # refused even where it would not be used
+        pipe.predict(frames, warm_start_motion="fast", **{**kwargs, "warm_start": 0.0})

@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="evaluate every combination, e.g. steps=5,10 solver=euler,heun warm_start=0,0.1 "
                              "warm_start_motion=auto,off")
     parser.add_argument("--csv", default=None, help="sweep results, one row per setting (needed with --sweep)")
-    parser.add_argument("--no-baselines", action="store_true", help="skip the baselines (copy-last, linear, advected last frame)")
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="skip the baselines (copy-last, linear, advected last frame)")
     parser.add_argument("--lpips-weights", default=None,
                         help="torchvision AlexNet weights alexnet-owt-7be5be79.pth (default: the torch hub cache)")
     parser.add_argument("--fvd-weights", default=None,
@@ -186,7 +187,8 @@ def format_sweep_table(rows: list[dict]) -> str:
             return str(value)
         if key in ("steps",):
             return str(int(number))
-        return f"{number:.4f}" if key in ("ssim", "lpips", "seconds_per_frame", "change_ratio", "rise_ratio") else f"{number:.2f}"
+        four_digits = ("ssim", "lpips", "seconds_per_frame", "change_ratio", "rise_ratio")
+        return f"{number:.4f}" if key in four_digits else f"{number:.2f}"
 
     table = [[h for _, h in columns]] + [[cell(k, r.get(k)) for k, _ in columns] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(columns))]

@@ -74,5 +74,6 @@ def run(args) -> int:
     write_video(args.out, prediction_video(frames, out.frames), fps=args.fps)
     print(f"smokeflow predict: {args.num_samples} sample(s) x {args.num_frames} frames from {len(frames)} "
           f"observed frame(s), {args.solver} N={args.steps} warm start {args.warm_start}: {out.nfe} network "
-          f"evaluations per sample, {out.seconds:.2f} s{describe_warm_start_motion(out.warm_start_motion)} -> {args.out}")
+          f"evaluations per sample, {out.seconds:.2f} s{describe_warm_start_motion(out.warm_start_motion)} "
+          f"-> {args.out}")
     return 0
