@@ -213,7 +213,7 @@ class SmokeFlow:
         if velocity is not None:
             from smokeflow.flow.advected_warm_start import AdvectedWarmStart
 
-            source = AdvectedWarmStart(self.decode_images, self.encode_images, velocity.drift, velocity.rise)
+            source = AdvectedWarmStart(self.decode_images, self.encode_images, *velocity.displacement())
         result = self.flow.predict_latents(z_obs, num_frames, steps=steps, solver=solver, warm_start=warm_start,
                                            num_samples=num_samples, seed=seed, context_policy=context_policy,
                                            callback=callback, project_frame=self.reencode_latents if reencode else None,

@@ -124,3 +124,32 @@ def test_a_dataset_without_readable_frames_gives_a_warning_and_no_prior(tmp_path
     with pytest.warns(UserWarning, match="RIVER's warm start"):
         assert record_motion_prior(str(run_dir), str(tmp_path / "no_such_dataset")) is None
     assert not (run_dir / MOTION_PRIOR_FILE).exists()
+
+
+def test_shift_by_a_field_moves_each_pixel_by_its_own_displacement():
+    image = torch.arange(6 * 8, dtype=torch.float32).reshape(1, 1, 6, 8)
+    constant = torch.full((6, 8), 1.0)
+    torch.testing.assert_close(shift_images(image, torch.zeros(6, 8), constant), shift_images(image, 0.0, 1.0))
+    rise = torch.zeros(6, 8)
+    rise[:, 4:] = 1.0  # only the right half rises
+    moved = shift_images(image, np.zeros((6, 8)), rise)
+    torch.testing.assert_close(moved[..., :4], image[..., :4])
+    torch.testing.assert_close(moved[0, 0, :5, 4:], image[0, 0, 1:, 4:])
+    with pytest.raises(ValueError, match="field"):
+        shift_images(image, torch.zeros(3, 3), 0.0)
+
+
+def test_the_motion_field_keeps_a_still_source_still_and_moves_the_rising_smoke():
+    from smokeflow.metrics.smoke_motion import motion_field
+
+    still_and_rising = [np.maximum(_blob(44, 14), _blob(44 - 2 * t, 48)) for t in range(2)]  # left holds, right rises 2
+    drift, rise = motion_field(*still_and_rising)
+    assert drift.shape == rise.shape == (64, 64)
+    assert abs(rise[44, 14]) < 0.2 and rise[43, 48] == pytest.approx(2.0, abs=0.3)
+    assert abs(drift[43, 48]) < 0.2
+    assert motion_field(np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64, 3), np.uint8)) is None
+    velocity = estimate_velocity(np.stack(still_and_rising), None)
+    assert velocity.has_field and velocity.rise == pytest.approx(1.0, abs=0.3)  # the mean of both blobs
+    field_drift, field_rise = velocity.displacement()
+    assert np.array_equal(field_rise, rise) and np.array_equal(field_drift, drift)
+    assert SmokeVelocity(0.0, 1.0, "given").displacement() == (0.0, 1.0)

@@ -3,7 +3,9 @@
 :class:`~smokeflow.flow.advected_warm_start.AdvectedWarmStart` needs one velocity per rollout. It comes from:
 
 1. the observed frames, when there are two or more with measurable smoke: the mean over consecutive pairs of
-   :func:`smokeflow.metrics.smoke_motion.smoke_motion` (optical flow);
+   :func:`smokeflow.metrics.smoke_motion.smoke_motion` (optical flow), and the per-pixel field of the last
+   such pair (:func:`smokeflow.metrics.smoke_motion.motion_field`), which the warm start uses: a plume's
+   source that holds still stays where it is while the smoke above it rises;
 2. otherwise the checkpoint's *motion prior*: the mean velocity of the training split, measured when the flow
    model's training starts and stored as ``motion_prior.json`` in the run folder. From one frame nothing can
    say how fast this plume moves; the training data's mean is the least-wrong guess (simulated train split:
@@ -17,7 +19,7 @@ import json
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,11 +31,23 @@ VELOCITY_SOURCES = ("observed", "prior", "given")
 
 @dataclass(frozen=True)
 class SmokeVelocity:
-    """drift: px per frame rightwards; rise: px per frame upwards; source: one of VELOCITY_SOURCES."""
+    """drift: px per frame rightwards; rise: px per frame upwards (means); source: one of VELOCITY_SOURCES;
+    drift_field / rise_field: float64 [H, W] per-pixel velocity of the observed frames, or None (one velocity
+    for the whole frame)."""
 
     drift: float
     rise: float
     source: str
+    drift_field: np.ndarray | None = field(default=None, compare=False, repr=False)
+    rise_field: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def has_field(self) -> bool:
+        return self.drift_field is not None and self.rise_field is not None
+
+    def displacement(self):
+        """(drift, rise) as the warm start moves by them: the per-pixel fields when there are, else the means."""
+        return (self.drift_field, self.rise_field) if self.has_field else (self.drift, self.rise)
 
     def __post_init__(self):
         if not (math.isfinite(self.drift) and math.isfinite(self.rise)):
@@ -59,11 +73,19 @@ def measured_velocity(frames) -> tuple[float, float, int]:
 
 
 def estimate_velocity(frames, prior: SmokeVelocity | None) -> SmokeVelocity | None:
-    """Observed uint8 frames [T >= 1, H, W, 3] -> their mean velocity, else ``prior`` (may be None)."""
+    """Observed uint8 frames [T >= 1, H, W, 3] -> their velocity (mean over pairs, with the field of the last
+    pair that has smoke), else ``prior`` (may be None)."""
+    from smokeflow.metrics.smoke_motion import motion_field
+
+    frames = np.asarray(frames)
     drift, rise, pairs = measured_velocity(frames)
-    if pairs:
-        return SmokeVelocity(drift, rise, "observed")
-    return prior
+    if not pairs:
+        return prior
+    for t in range(len(frames) - 1, 0, -1):
+        fields = motion_field(frames[t - 1], frames[t])
+        if fields is not None:
+            return SmokeVelocity(drift, rise, "observed", drift_field=fields[0], rise_field=fields[1])
+    return SmokeVelocity(drift, rise, "observed")
 
 
 def measure_motion_prior(data_root: str | os.PathLike, split: str = "train", max_videos: int = 200,

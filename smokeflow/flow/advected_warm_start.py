@@ -13,7 +13,8 @@ previous frame itself. So the warm start here mixes the noise with the *advected
 
 where D / E are the frozen autoencoder's decoder / encoder and ``shift`` moves the decoded image ``rise``
 pixels up and ``drift`` pixels right (bilinear; rows and columns entering at the edges repeat the edge, so a
-plume fed from the bottom edge keeps its inflow). With (drift, rise) = (0, 0) it is exactly RIVER's warm
+plume fed from the bottom edge keeps its inflow). With two or more observed frames the velocity is a per-pixel
+field measured on them, so a source that holds still stays put while the smoke above it rises. With (drift, rise) = (0, 0) it is exactly RIVER's warm
 start. The network still makes the frame - its texture, spread and fading - from t = s on; the shift only
 changes where the warm start says the smoke is. The velocity is a constant per rollout: estimated from the
 observed frames (two or more), otherwise the training data's mean motion (the checkpoint's motion prior;
@@ -30,41 +31,49 @@ import torch
 import torch.nn.functional as F
 
 
-def shift_images(images: torch.Tensor, drift: float, rise: float) -> torch.Tensor:
+def shift_images(images: torch.Tensor, drift, rise) -> torch.Tensor:
     """Move images [B, C, H, W] (float) ``rise`` pixels up and ``drift`` pixels right -> [B, C, H, W].
 
-    Bilinear, so sub-pixel shifts work (a whole-pixel shift is exact); pixels that enter from outside take the
-    value of the nearest edge pixel. Output pixel (y, x) = input at (y + rise, x - drift).
+    drift / rise: floats (the whole image moves) or per-pixel fields [H, W] (tensor or array; each output
+    pixel takes its own displacement, a backward warp: output (y, x) = input at (y + rise, x - drift)).
+    Bilinear, so sub-pixel shifts work (a whole-pixel shift is exact); pixels that come from outside take the
+    value of the nearest edge pixel.
     """
     if images.ndim != 4:
         raise ValueError(f"images must be [B, C, H, W], got {tuple(images.shape)}")
-    if drift == 0 and rise == 0:
-        return images
     b, _, h, w = images.shape
-    ys = torch.arange(h, device=images.device, dtype=images.dtype) + float(rise)
-    xs = torch.arange(w, device=images.device, dtype=images.dtype) - float(drift)
+    fields = [torch.as_tensor(d, dtype=images.dtype, device=images.device) for d in (drift, rise)]
+    for name, d in zip(("drift", "rise"), fields):
+        if d.ndim not in (0, 2) or (d.ndim == 2 and tuple(d.shape) != (h, w)):
+            raise ValueError(f"{name} must be a number or a field [{h}, {w}], got shape {tuple(d.shape)}")
+    if not any(bool(d.ne(0).any()) for d in fields):
+        return images
+    ys = torch.arange(h, device=images.device, dtype=images.dtype)[:, None] + fields[1]
+    xs = torch.arange(w, device=images.device, dtype=images.dtype)[None, :] - fields[0]
+    ys, xs = torch.broadcast_tensors(ys, xs)
     # grid_sample's normalised coordinates with align_corners=True: -1 and 1 are the outer pixel centres.
-    gy, gx = torch.meshgrid(ys * 2 / max(h - 1, 1) - 1, xs * 2 / max(w - 1, 1) - 1, indexing="ij")
-    grid = torch.stack([gx, gy], dim=-1).expand(b, h, w, 2)
+    grid = torch.stack([xs * 2 / max(w - 1, 1) - 1, ys * 2 / max(h - 1, 1) - 1], dim=-1).expand(b, h, w, 2)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
 class AdvectedWarmStart:
     """The warm-start source for :func:`smokeflow.flow.sampler.rollout`: latents [K, C, h, w] -> latents of the
-    same frames decoded, shifted by (drift, rise) pixels per frame, and encoded again.
+    same frames decoded, moved by (drift, rise) pixels per frame, and encoded again.
 
     decode: latents [K, C, h, w] -> images [K, 3, H, W] (float, any range the encoder takes back);
-    encode: images -> latents [K, C, h, w]. drift: px per frame rightwards; rise: px per frame upwards.
+    encode: images -> latents [K, C, h, w]. drift: px per frame rightwards; rise: px per frame upwards; each a
+    float or a per-pixel field [H, W] (see :func:`shift_images`).
     """
 
     def __init__(self, decode: Callable[[torch.Tensor], torch.Tensor], encode: Callable[[torch.Tensor], torch.Tensor],
-                 drift: float, rise: float):
+                 drift, rise):
         self.decode, self.encode = decode, encode
-        self.drift, self.rise = float(drift), float(rise)
+        self.drift = drift if isinstance(drift, (int, float)) else torch.as_tensor(drift, dtype=torch.float32)
+        self.rise = rise if isinstance(rise, (int, float)) else torch.as_tensor(rise, dtype=torch.float32)
 
     @property
     def moves(self) -> bool:
-        return self.drift != 0.0 or self.rise != 0.0
+        return any(bool(torch.as_tensor(d).ne(0).any()) for d in (self.drift, self.rise))
 
     def __call__(self, reference: torch.Tensor) -> torch.Tensor:
         if not self.moves:

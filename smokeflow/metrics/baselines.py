@@ -120,9 +120,9 @@ class AdvectedLastFrame:
             latents = z_obs[-1:].expand(num_frames, *z_obs.shape[1:])
         else:
             last = self.pipe.decode_images(z_obs[-1:])  # [1, 3, S, S]
-            # Each frame shifted from the observed one (not from the previous shift): one interpolation each.
-            moved = torch.cat([shift_images(last, f * velocity.drift, f * velocity.rise)
-                               for f in range(1, num_frames + 1)])
+            drift, rise = (torch.as_tensor(d, dtype=torch.float32) for d in velocity.displacement())
+            # Each frame moved from the observed one (not from the previous frame): one interpolation each.
+            moved = torch.cat([shift_images(last, f * drift, f * rise) for f in range(1, num_frames + 1)])
             latents = self.pipe.encode_images(moved).to(z_obs.device, z_obs.dtype)
         latents = latents.unsqueeze(0).expand(num_samples, -1, -1, -1, -1).clone()
         return LatentRollout(latents, nfe=0, seconds=time.perf_counter() - start)

@@ -35,6 +35,8 @@ from smokeflow.data.smoke_mask import smoke_mask
 PRESMOOTH_SIGMA = 1.0
 WINDOW_SIGMA = 3.0
 CONDITION = 1e-3
+SPREAD_SIGMA = 6.0  # px: how far motion_field carries a measured velocity into the pixels around it
+SPREAD_FLOOR = 1e-3  # of the largest spread weight: below it a pixel takes the mean velocity
 
 
 def _smooth(images: np.ndarray, sigma: float) -> np.ndarray:
@@ -42,8 +44,11 @@ def _smooth(images: np.ndarray, sigma: float) -> np.ndarray:
     return ndimage.gaussian_filter(images, sigma=(0, sigma, sigma), mode="reflect")
 
 
-def _pair_motion(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(drift, rise) of uint8 frame pairs [M, H, W, 3] -> float64 [M] each (px per frame)."""
+def _lucas_kanade(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-pixel flow of uint8 frame pairs [M, H, W, 3] -> (u, v, weight), float64 [M, H, W] each.
+
+    u: px rightwards, v: px downwards; weight: the two frames' summed intensity where the pixel qualifies
+    (smoke, well-conditioned), else 0 (u and v are 0 there)."""
     first = before.astype(np.float64).mean(axis=-1) / 255.0
     second = after.astype(np.float64).mean(axis=-1) / 255.0
     mask = smoke_mask(before) | smoke_mask(after)
@@ -56,14 +61,42 @@ def _pair_motion(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.
     trace = sxx + syy
     good = mask & (trace > 1e-8) & (det > CONDITION * trace**2)
     safe_det = np.where(good, det, 1.0)
-    u = (-syy * sxt + sxy * syt) / safe_det
-    v = (sxy * sxt - sxx * syt) / safe_det
-    weight = np.where(good, first + second, 0.0)
+    u = np.where(good, (-syy * sxt + sxy * syt) / safe_det, 0.0)
+    v = np.where(good, (sxy * sxt - sxx * syt) / safe_det, 0.0)
+    return u, v, np.where(good, first + second, 0.0)
+
+
+def _pair_motion(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(drift, rise) of uint8 frame pairs [M, H, W, 3] -> float64 [M] each (px per frame)."""
+    u, v, weight = _lucas_kanade(before, after)
     total = weight.sum(axis=(-2, -1))
     with np.errstate(invalid="ignore", divide="ignore"):
         drift = np.where(total > 0, (u * weight).sum(axis=(-2, -1)) / total, np.nan)
         rise = np.where(total > 0, -(v * weight).sum(axis=(-2, -1)) / total, np.nan)
     return drift, rise
+
+
+def motion_field(before, after, spread_sigma: float = SPREAD_SIGMA) -> tuple[np.ndarray, np.ndarray] | None:
+    """Dense (drift, rise) of one uint8 frame pair [H, W, 3] each -> float64 [H, W] each, px per frame; None
+    when no pixel qualifies.
+
+    The flow is only measured on the smoke; elsewhere it is spread from the smoke around it by normalised
+    convolution (a Gaussian of ``spread_sigma`` px over the weighted flow, divided by the same Gaussian over
+    the weights), and far from any smoke it is the weighted mean. So smoke that holds still - a plume's
+    source - keeps a near-zero velocity, and the black just above a rising plume gets the plume's velocity.
+    """
+    u, v, weight = (x[0] for x in _lucas_kanade(np.asarray(before)[None], np.asarray(after)[None]))
+    total = weight.sum()
+    if total <= 0:
+        return None
+    spread = _smooth(weight[None], spread_sigma)[0]
+    reach = spread > SPREAD_FLOOR * spread.max()
+    safe = np.where(reach, spread, 1.0)
+    fields = []
+    for component in (u, -v):  # drift rightwards, rise upwards
+        mean = float((component * weight).sum() / total)
+        fields.append(np.where(reach, _smooth((component * weight)[None], spread_sigma)[0] / safe, mean))
+    return fields[0], fields[1]
 
 
 # Frame pairs per chunk: bounds the float64 temporaries (~20 images per pair).
