@@ -177,5 +177,6 @@ def describe_warm_start_motion(velocity: SmokeVelocity | None) -> str:
     """A phrase for logs and the UI: ', warm start moved by rise 0.94 / drift 0.12 px per frame (prior)'."""
     if velocity is None:
         return ""
-    return (f", warm start moved by rise {velocity.rise:.2f} / drift {velocity.drift:.2f} px per frame "
+    per_pixel = "per pixel, mean " if velocity.has_field else ""
+    return (f", warm start moved by {per_pixel}rise {velocity.rise:.2f} / drift {velocity.drift:.2f} px per frame "
             f"({velocity.source})")
