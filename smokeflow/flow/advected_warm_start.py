@@ -13,12 +13,12 @@ previous frame itself. So the warm start here mixes the noise with the *advected
 
 where D / E are the frozen autoencoder's decoder / encoder and ``shift`` moves the decoded image ``rise``
 pixels up and ``drift`` pixels right (bilinear; rows and columns entering at the edges repeat the edge, so a
-plume fed from the bottom edge keeps its inflow). With two or more observed frames the velocity is a per-pixel
-field measured on them, so a source that holds still stays put while the smoke above it rises. With (drift, rise) = (0, 0) it is exactly RIVER's warm
-start. The network still makes the frame - its texture, spread and fading - from t = s on; the shift only
-changes where the warm start says the smoke is. The velocity is a constant per rollout: estimated from the
-observed frames (two or more), otherwise the training data's mean motion (the checkpoint's motion prior;
-see :mod:`smokeflow.data.motion_prior`).
+plume fed from the bottom edge keeps its inflow). With (drift, rise) = (0, 0) it is exactly RIVER's warm start.
+The network still makes the frame - its texture, spread and fading - from t = s on; the shift only changes
+where the warm start says the smoke is. The velocity is constant over a rollout: with two or more observed
+frames a per-pixel field measured on them (a source that holds still stays put while the smoke above it
+rises), otherwise the training data's mean motion, the checkpoint's motion prior (see
+:mod:`smokeflow.data.smoke_velocity`).
 
 Only the sampler's start changes; the network, its training and the path are RIVER's.
 """
@@ -70,10 +70,8 @@ class AdvectedWarmStart:
         self.decode, self.encode = decode, encode
         self.drift = drift if isinstance(drift, (int, float)) else torch.as_tensor(drift, dtype=torch.float32)
         self.rise = rise if isinstance(rise, (int, float)) else torch.as_tensor(rise, dtype=torch.float32)
-
-    @property
-    def moves(self) -> bool:
-        return any(bool(torch.as_tensor(d).ne(0).any()) for d in (self.drift, self.rise))
+        # Decided once, not at every frame: without motion the codec round trip is skipped.
+        self.moves = any(bool(torch.as_tensor(d).ne(0).any()) for d in (self.drift, self.rise))
 
     def __call__(self, reference: torch.Tensor) -> torch.Tensor:
         if not self.moves:
