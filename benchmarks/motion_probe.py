@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/motion_probe.py [--checkpoint checkpoints/default] [--data final_dataset]
         [--split val] [--num-videos 20] [--steps 10] [--warm-start 0.1] [--mean-draws 8]
-        [--warm-start-motion auto|off|DRIFT,RISE]
+        [--warm-start-motion auto|prior|off|DRIFT,RISE]
 
 For the first ``--num-videos`` videos of a split (10 frames each), the rise of the smoke
 (:mod:`smokeflow.metrics.smoke_motion`, optical flow on decoded frames) is printed for:
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     parser.add_argument("--mean-draws", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--warm-start-motion", type=warm_start_motion_argument, default="auto",
-                        help="advect the warm start: auto, off, or DRIFT,RISE px per frame (default: auto)")
+                        help="advect the warm start: auto, prior, off, or DRIFT,RISE px per frame (default: auto)")
     args = parser.parse_args(argv)
 
     pipe = SmokeFlow.from_pretrained(args.checkpoint, device="cpu")

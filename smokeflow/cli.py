@@ -23,6 +23,7 @@ COMMANDS = {
     "inspect-vqvae": "inspect_vqvae",
     "encode-latents": "encode_latents",
     "train": "train",
+    "train-motion": "train_motion",
     "predict": "predict",
     "evaluate": "evaluate",
 }

@@ -69,10 +69,10 @@ def model_output_to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def _warm_start_motion_mode(value):
-    """``warm_start_motion`` -> "auto", "off" or a SmokeVelocity; ValueError for anything else."""
+    """``warm_start_motion`` -> "auto", "prior", "off" or a SmokeVelocity; ValueError for anything else."""
     from smokeflow.data.smoke_velocity import SmokeVelocity
 
-    if isinstance(value, SmokeVelocity) or value in ("auto", "off"):
+    if isinstance(value, SmokeVelocity) or value in ("auto", "prior", "off"):
         return value
     if not isinstance(value, str):
         try:
@@ -80,7 +80,8 @@ def _warm_start_motion_mode(value):
             return SmokeVelocity(drift, rise, "given")
         except (TypeError, ValueError):
             pass
-    raise ValueError(f"warm_start_motion must be 'auto', 'off' or (drift, rise) in px per frame, got {value!r}")
+    raise ValueError("warm_start_motion must be 'auto', 'prior', 'off' or (drift, rise) in px per frame, "
+                     f"got {value!r}")
 
 
 class SmokeFlow:
@@ -201,9 +202,10 @@ class SmokeFlow:
         conditions the next one.
         warm_start_motion (used only when warm_start > 0; see :mod:`smokeflow.flow.advected_warm_start`):
         ``"auto"`` warm-starts each frame from the previous one moved by the smoke's velocity, measured on the
-        observed frames (two or more) or else the checkpoint's motion prior, and RIVER's warm start when
-        neither exists; ``"off"`` is always RIVER's warm start; a pair (drift, rise) in px per frame (or a
-        SmokeVelocity) gives the velocity. The result's ``warm_start_motion`` is the
+        observed frames (two or more), else guessed from the last one by the checkpoint's motion network, else
+        the checkpoint's motion prior, and RIVER's warm start when none exists; ``"prior"`` always uses the
+        motion prior (one velocity for the whole frame); ``"off"`` is always RIVER's warm start; a pair
+        (drift, rise) in px per frame (or a SmokeVelocity) gives the velocity. The result's ``warm_start_motion`` is the
         :class:`~smokeflow.data.smoke_velocity.SmokeVelocity` used (None: RIVER's warm start).
         """
         z_obs = torch.as_tensor(z_obs).float().to(self.device)
@@ -230,6 +232,15 @@ class SmokeFlow:
             self._motion_prior = read_motion_prior(self.folder)
         return self._motion_prior
 
+    @property
+    def motion_net(self):
+        """The checkpoint's one-frame :class:`~smokeflow.models.motion_net.MotionFieldNet`, or None (read once)."""
+        if not hasattr(self, "_motion_net"):
+            from smokeflow.models.motion_net import load_motion_net
+
+            self._motion_net = load_motion_net(self.folder)
+        return self._motion_net
+
     def warm_start_velocity(self, observed, warm_start_motion="auto"):
         """The velocity the advected warm start uses (see :meth:`predict_latents`): a SmokeVelocity, or None
         for RIVER's warm start. observed: the observed frames, uint8 [T,H,W,3] (any size) or normalised
@@ -238,15 +249,15 @@ class SmokeFlow:
 
         mode = _warm_start_motion_mode(warm_start_motion)
         if mode != "auto":
-            return None if mode == "off" else mode
+            return {"off": None, "prior": self.motion_prior}.get(mode, mode) if isinstance(mode, str) else mode
         latents = isinstance(observed, torch.Tensor) and observed.is_floating_point()
         if not latents:
             observed = np.asarray(observed)
             observed = observed[None] if observed.ndim == 3 else observed  # one [H,W,3] frame
-        if len(observed) < 2:  # one frame says nothing about the motion
+        if len(observed) < 2 and self.motion_net is None:  # nothing to measure or guess from: the prior
             return self.motion_prior
         frames = self.decode(observed) if latents else resize_center_crop(observed, self.input_size)
-        return estimate_velocity(frames, self.motion_prior)
+        return estimate_velocity(frames, self.motion_prior, self.motion_net)
 
     @torch.inference_mode()
     def decode_images(self, z: torch.Tensor) -> torch.Tensor:

@@ -104,7 +104,7 @@ def test_motion_prior_is_measured_on_a_split_written_atomically_and_read_back(tm
         read_motion_prior(tmp_path)
 
 
-@pytest.mark.parametrize("text,expected", [("auto", "auto"), ("OFF", "off"), ("0,1", (0.0, 1.0)),
+@pytest.mark.parametrize("text,expected", [("auto", "auto"), ("OFF", "off"), ("Prior", "prior"), ("0,1", (0.0, 1.0)),
                                            (" -0.5, 2 ", (-0.5, 2.0))])
 def test_warm_start_motion_values_parse(text, expected):
     assert parse_warm_start_motion(text) == expected

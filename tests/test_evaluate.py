@@ -207,13 +207,14 @@ def test_parse_sweep_and_combinations():
         parse_sweep(["speed=1"])
     with pytest.raises(ValueError):
         parse_sweep(["steps=five"])
-    # The advected warm start sweeps as auto / off; settings given in neither grid nor defaults are left out.
+    # The advected warm start sweeps as auto / prior / off; settings given in neither grid nor defaults are left out.
+    assert parse_sweep(["warm_start_motion=auto,prior,off"]) == {"warm_start_motion": ["auto", "prior", "off"]}
     grid = parse_sweep(["warm-start-motion=AUTO,off", "warm_start=0.1"])
     assert grid == {"warm_start_motion": ["auto", "off"], "warm_start": [0.1]}
     assert sweep_combinations(grid, {"steps": 10, "solver": "euler"}) == [
         {"steps": 10, "solver": "euler", "warm_start": 0.1, "warm_start_motion": "auto"},
         {"steps": 10, "solver": "euler", "warm_start": 0.1, "warm_start_motion": "off"}]
-    with pytest.raises(ValueError, match="auto or off"):
+    with pytest.raises(ValueError, match="auto, prior or off"):
         parse_sweep(["warm_start_motion=0,1"])
 
 

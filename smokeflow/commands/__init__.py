@@ -20,8 +20,9 @@ def warm_start_motion_argument(text: str):
 def add_warm_start_motion_argument(parser) -> None:
     """``--warm-start-motion`` of evaluate and predict."""
     parser.add_argument("--warm-start-motion", type=warm_start_motion_argument, default="auto",
-                        metavar="auto|off|DRIFT,RISE",
+                        metavar="auto|prior|off|DRIFT,RISE",
                         help="with --warm-start > 0, warm-start each frame from the previous one moved by the "
-                             "smoke's velocity: auto = measured on the observed frames (2 or more), else the "
-                             "checkpoint's motion prior; off = RIVER's warm start; DRIFT,RISE = this velocity in "
-                             "px per frame (default: %(default)s)")
+                             "smoke's velocity: auto = measured on the observed frames (2 or more), else guessed "
+                             "from the last one by the checkpoint's motion network, else the checkpoint's motion "
+                             "prior; prior = the motion prior (one velocity for the whole frame); off = RIVER's "
+                             "warm start; DRIFT,RISE = this velocity in px per frame (default: %(default)s)")

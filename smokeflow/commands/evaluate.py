@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--html", default=None, help="write an HTML report with plotly charts")
     parser.add_argument("--sweep", nargs="+", default=None, metavar="NAME=V1,V2",
                         help="evaluate every combination, e.g. steps=5,10 solver=euler,heun warm_start=0,0.1 "
-                             "warm_start_motion=auto,off")
+                             "warm_start_motion=auto,prior,off")
     parser.add_argument("--csv", default=None, help="sweep results, one row per setting (needed with --sweep)")
     parser.add_argument("--no-baselines", action="store_true",
                         help="skip the baselines (copy-last, linear, advected last frame)")

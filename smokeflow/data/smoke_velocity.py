@@ -6,11 +6,13 @@
    :func:`smokeflow.metrics.smoke_motion.smoke_motion` (optical flow), and the per-pixel field of the last
    such pair (:func:`smokeflow.metrics.smoke_motion.motion_field`), which the warm start uses: a plume's
    source that holds still stays where it is while the smoke above it rises;
-2. otherwise the checkpoint's *motion prior*: the mean velocity of the training split, measured when the flow
-   model's training starts and stored as ``motion_prior.json`` in the run folder. From one frame nothing can
-   say how fast this plume moves; the training data's mean is the least-wrong guess (simulated train split:
-   rise 0.94, drift 0.13 px per frame);
-3. neither (a single frame and a checkpoint without a prior): no velocity, and the warm start is RIVER's.
+2. otherwise (one frame) the checkpoint's *motion network* when it has one
+   (:mod:`smokeflow.models.motion_net`, ``motion_net.safetensors``): a per-pixel field guessed from the last
+   observed frame by a small CNN trained on the training split's measured fields (``smokeflow train-motion``);
+3. otherwise the checkpoint's *motion prior*: the mean velocity of the training split, measured when the flow
+   model's training starts and stored as ``motion_prior.json`` in the run folder: one velocity for the whole
+   frame (simulated train split: rise 0.94, drift 0.13 px per frame), which moves a plume's source too;
+4. none of these (a single frame and a checkpoint without either): no velocity, and the warm start is RIVER's.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 from smokeflow.errors import CheckpointError
 
 MOTION_PRIOR_FILE = "motion_prior.json"
-VELOCITY_SOURCES = ("observed", "prior", "given")
+VELOCITY_SOURCES = ("observed", "predicted", "prior", "given")
 
 
 @dataclass(frozen=True)
@@ -72,20 +74,35 @@ def measured_velocity(frames) -> tuple[float, float, int]:
     return float(drift[good].mean()), float(rise[good].mean()), int(good.sum())
 
 
-def estimate_velocity(frames, prior: SmokeVelocity | None) -> SmokeVelocity | None:
+def estimate_velocity(frames, prior: SmokeVelocity | None, motion_net=None) -> SmokeVelocity | None:
     """Observed uint8 frames [T >= 1, H, W, 3] -> their velocity (mean over pairs, with the field of the last
-    pair that has smoke), else ``prior`` (may be None)."""
+    pair that has smoke); else, with ``motion_net`` (a :class:`~smokeflow.models.motion_net.MotionFieldNet`),
+    the field it predicts from the last frame; else ``prior`` (may be None)."""
     from smokeflow.metrics.smoke_motion import motion_field
 
     frames = np.asarray(frames)
     drift, rise, pairs = measured_velocity(frames)
     if not pairs:
-        return prior
+        return predicted_velocity(motion_net, frames[-1]) if motion_net is not None else prior
     for t in range(len(frames) - 1, 0, -1):
         fields = motion_field(frames[t - 1], frames[t])
         if fields is not None:
             return SmokeVelocity(drift, rise, "observed", drift_field=fields[0], rise_field=fields[1])
     return SmokeVelocity(drift, rise, "observed")
+
+
+def predicted_velocity(motion_net, frame) -> SmokeVelocity:
+    """The motion network's field for one uint8 frame [H, W, 3]; its means are taken over the frame's smoke
+    (over the whole frame when it has none)."""
+    from smokeflow.data.smoke_mask import smoke_mask
+    from smokeflow.models.motion_net import predict_motion_fields
+
+    frame = np.asarray(frame)
+    drift_field, rise_field = (f[0] for f in predict_motion_fields(motion_net, frame[None]))
+    smoke = smoke_mask(frame[None])[0]
+    where = smoke if smoke.any() else np.ones_like(smoke)
+    return SmokeVelocity(float(drift_field[where].mean()), float(rise_field[where].mean()), "predicted",
+                         drift_field=drift_field, rise_field=rise_field)
 
 
 def measure_motion_prior(data_root: str | os.PathLike, split: str = "train", max_videos: int = 200,
@@ -158,16 +175,17 @@ def record_motion_prior(run_dir: str, data_root: str) -> dict | None:
 
 
 def parse_warm_start_motion(text: str):
-    """The CLI's ``--warm-start-motion`` value: ``auto``, ``off`` or ``DRIFT,RISE`` (px per frame) -> ``"auto"``,
-    ``"off"`` or (drift, rise), as ``SmokeFlow.predict`` takes it. Raises ValueError for anything else."""
+    """The CLI's ``--warm-start-motion`` value: ``auto``, ``prior``, ``off`` or ``DRIFT,RISE`` (px per frame) ->
+    ``"auto"``, ``"prior"``, ``"off"`` or (drift, rise), as ``SmokeFlow.predict`` takes it. Raises ValueError
+    for anything else."""
     text = str(text).strip().lower()
-    if text in ("auto", "off"):
+    if text in ("auto", "prior", "off"):
         return text
     parts = text.split(",")
     try:
         drift, rise = (float(p) for p in parts)
     except ValueError:
-        raise ValueError(f"expected auto, off or DRIFT,RISE in px per frame (e.g. 0,1), got {text!r}") from None
+        raise ValueError(f"expected auto, prior, off or DRIFT,RISE in px per frame (e.g. 0,1), got {text!r}") from None
     if not (math.isfinite(drift) and math.isfinite(rise)):
         raise ValueError(f"DRIFT,RISE must be finite numbers, got {text!r}")
     return drift, rise

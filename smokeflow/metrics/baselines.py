@@ -98,7 +98,7 @@ class AdvectedLastFrame:
 
     pipe: a ``SmokeFlow``; the velocity is the one its advected warm start uses
     (:meth:`~smokeflow.pipeline.SmokeFlow.warm_start_velocity`: the observed frames, else the checkpoint's
-    motion prior). Without one it is copy-last. The baseline that says what the flow model adds to the shift.
+    motion network, else its motion prior). Without one it is copy-last. The baseline that says what the flow model adds to the shift.
     """
 
     name = "advected_last_frame"
@@ -108,7 +108,8 @@ class AdvectedLastFrame:
         self.pipe = pipe
 
     def settings(self) -> dict:
-        return {"predictor": self.name, "velocity": "measured on the observed frames, else the motion prior"}
+        return {"predictor": self.name,
+                "velocity": "measured on the observed frames, else the motion network, else the motion prior"}
 
     def predict_latents(self, z_obs, num_frames, num_samples=1, seed=0) -> LatentRollout:
         from smokeflow.flow.advected_warm_start import shift_images

@@ -555,14 +555,14 @@ def parse_sweep(items: Iterable[str]) -> dict[str, list]:
 
 
 def _motion_mode(text: str) -> str:
-    """A swept ``warm_start_motion``: auto or off."""
+    """A swept ``warm_start_motion``: auto, prior or off."""
     mode = text.strip().lower()
-    if mode not in ("auto", "off"):
-        raise ValueError(f"warm_start_motion values must be auto or off, got {text!r}")
+    if mode not in ("auto", "prior", "off"):
+        raise ValueError(f"warm_start_motion values must be auto, prior or off, got {text!r}")
     return mode
 
 
-_motion_mode.__name__ = "auto or off"  # read in parse_sweep's error message
+_motion_mode.__name__ = "auto, prior or off"  # read in parse_sweep's error message
 
 
 def sweep_combinations(grid: dict[str, list], defaults: dict) -> list[dict]:

@@ -76,27 +76,34 @@ def _pair_motion(before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.
     return drift, rise
 
 
-def motion_field(before, after, spread_sigma: float = SPREAD_SIGMA) -> tuple[np.ndarray, np.ndarray] | None:
-    """Dense (drift, rise) of one uint8 frame pair [H, W, 3] each -> float64 [H, W] each, px per frame; None
-    when no pixel qualifies.
+def motion_fields(before, after, spread_sigma: float = SPREAD_SIGMA) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dense (drift, rise) of uint8 frame pairs [M, H, W, 3] each -> (drift, rise) float64 [M, H, W], px per
+    frame, and ``measured`` bool [M] (False where no pixel of the pair qualifies; its fields are 0 there).
 
     The flow is only measured on the smoke; elsewhere it is spread from the smoke around it by normalised
     convolution (a Gaussian of ``spread_sigma`` px over the weighted flow, divided by the same Gaussian over
     the weights), and far from any smoke it is the weighted mean. So smoke that holds still - a plume's
     source - keeps a near-zero velocity, and the black just above a rising plume gets the plume's velocity.
     """
-    u, v, weight = (x[0] for x in _lucas_kanade(np.asarray(before)[None], np.asarray(after)[None]))
-    total = weight.sum()
-    if total <= 0:
-        return None
-    spread = _smooth(weight[None], spread_sigma)[0]
-    reach = spread > SPREAD_FLOOR * spread.max()
+    u, v, weight = _lucas_kanade(np.asarray(before), np.asarray(after))
+    total = weight.sum(axis=(-2, -1))
+    measured = total > 0
+    spread = _smooth(weight, spread_sigma)
+    reach = spread > SPREAD_FLOOR * spread.max(axis=(-2, -1), keepdims=True)
+    reach &= measured[:, None, None]
     safe = np.where(reach, spread, 1.0)
     fields = []
     for component in (u, -v):  # drift rightwards, rise upwards
-        mean = float((component * weight).sum() / total)
-        fields.append(np.where(reach, _smooth((component * weight)[None], spread_sigma)[0] / safe, mean))
-    return fields[0], fields[1]
+        mean = (component * weight).sum(axis=(-2, -1)) / np.where(measured, total, 1.0)
+        fields.append(np.where(reach, _smooth(component * weight, spread_sigma) / safe, mean[:, None, None]))
+    return fields[0], fields[1], measured
+
+
+def motion_field(before, after, spread_sigma: float = SPREAD_SIGMA) -> tuple[np.ndarray, np.ndarray] | None:
+    """Dense (drift, rise) of one uint8 frame pair [H, W, 3] each -> float64 [H, W] each, px per frame; None
+    when no pixel qualifies. See :func:`motion_fields`."""
+    drift, rise, measured = motion_fields(np.asarray(before)[None], np.asarray(after)[None], spread_sigma)
+    return (drift[0], rise[0]) if measured[0] else None
 
 
 # Frame pairs per chunk: bounds the float64 temporaries (~20 images per pair).
