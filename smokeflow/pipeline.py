@@ -215,7 +215,10 @@ class SmokeFlow:
         if velocity is not None:
             from smokeflow.flow.advected_warm_start import AdvectedWarmStart
 
-            source = AdvectedWarmStart(self.decode_images, self.encode_images, *velocity.displacement())
+            # A guessed field is guessed again from every frame it moves, so it follows the smoke.
+            field_of = self.motion_net.fields if velocity.source == "predicted" and self.motion_net else None
+            source = AdvectedWarmStart(self.decode_images, self.encode_images, *velocity.displacement(),
+                                       field_of=field_of)
         result = self.flow.predict_latents(z_obs, num_frames, steps=steps, solver=solver, warm_start=warm_start,
                                            num_samples=num_samples, seed=seed, context_policy=context_policy,
                                            callback=callback, project_frame=self.reencode_latents if reencode else None,

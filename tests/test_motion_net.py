@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from smokeflow.data.smoke_velocity import SmokeVelocity, estimate_velocity
+from smokeflow.data.smoke_velocity import SmokeVelocity, describe_warm_start_motion, estimate_velocity
 from smokeflow.errors import CheckpointError, SmokeflowError
 from smokeflow.metrics.smoke_motion import motion_field, motion_fields
 from smokeflow.models.motion_net import (
@@ -145,10 +145,36 @@ def test_the_pipeline_uses_the_checkpoints_motion_network_and_the_cli_trains_one
         train_motion.run(type("Args", (), {"out": str(folder), "overwrite": False, "resume": False})())
     pipe = SmokeFlow.from_pretrained(folder)
     frame = _blob(40, 30)[None]
-    kwargs = dict(num_frames=2, steps=2, warm_start=0.5, seed=0)
-    auto = pipe.predict(frame, **kwargs)
+    kwargs = dict(num_frames=3, steps=2, warm_start=0.5, seed=0)
+    calls = []
+    guess = pipe.motion_net.fields
+    pipe.motion_net.fields = lambda images: calls.append(images.shape) or guess(images)
+    auto = pipe.predict(frame, num_samples=2, **kwargs)
     assert auto.warm_start_motion.source == "predicted" and auto.warm_start_motion.has_field
+    assert calls == [(2, 3, 64, 64)] * 3  # guessed again from every frame, for every sample
+    assert "guessed from each frame" in describe_warm_start_motion(auto.warm_start_motion)
     prior = pipe.predict(frame, warm_start_motion="prior", **kwargs)
     assert prior.warm_start_motion.source == "prior" and prior.warm_start_motion.rise == 3.0
     assert not np.array_equal(auto.frames, prior.frames)
     assert pipe.predict(frame, warm_start_motion="off", **kwargs).warm_start_motion is None
+
+
+def test_the_warm_start_moves_each_frame_by_the_field_guessed_from_that_frame():
+    from smokeflow.flow.advected_warm_start import AdvectedWarmStart, shift_images
+
+    seen = []
+
+    def field_of(images):  # image 0 rises 1 px, image 1 rises 2 px, wherever they are
+        seen.append(images.clone())
+        rise = torch.stack([torch.full(images.shape[-2:], 1.0), torch.full(images.shape[-2:], 2.0)])
+        return torch.zeros_like(rise), rise
+
+    source = AdvectedWarmStart(lambda z: z * 2.0, lambda x: x / 2.0, 0.0, 0.0, field_of=field_of)
+    assert source.moves  # a guessed field moves even where the given velocity is zero
+    latents = torch.rand(2, 3, 8, 8)
+    out = source(latents)
+    torch.testing.assert_close(seen[0], latents * 2.0)  # guessed on the decoded frames
+    torch.testing.assert_close(out[0], shift_images(latents[:1], 0.0, 1.0)[0])
+    torch.testing.assert_close(out[1], shift_images(latents[1:], 0.0, 2.0)[0])
+    fields = MotionFieldNet(width=8).fields(torch.zeros(3, 3, 64, 64))
+    assert fields[0].shape == fields[1].shape == (3, 64, 64)

@@ -8,7 +8,8 @@
    source that holds still stays where it is while the smoke above it rises;
 2. otherwise (one frame) the checkpoint's *motion network* when it has one
    (:mod:`smokeflow.models.motion_net`, ``motion_net.safetensors``): a per-pixel field guessed from the last
-   observed frame by a small CNN trained on the training split's measured fields (``smokeflow train-motion``);
+   observed frame by a small CNN trained on the training split's measured fields (``smokeflow train-motion``),
+   and guessed again from every frame the warm start moves (the velocity follows the smoke);
 3. otherwise the checkpoint's *motion prior*: the mean velocity of the training split, measured when the flow
    model's training starts and stored as ``motion_prior.json`` in the run folder: one velocity for the whole
    frame (simulated train split: rise 0.94, drift 0.13 px per frame), which moves a plume's source too;
@@ -196,5 +197,7 @@ def describe_warm_start_motion(velocity: SmokeVelocity | None) -> str:
     if velocity is None:
         return ""
     per_pixel = "per pixel, mean " if velocity.has_field else ""
+    if velocity.source == "predicted":
+        per_pixel = "per pixel, guessed from each frame by the motion network; at the first, mean "
     return (f", warm start moved by {per_pixel}rise {velocity.rise:.2f} / drift {velocity.drift:.2f} px per frame "
             f"({velocity.source})")

@@ -15,10 +15,11 @@ where D / E are the frozen autoencoder's decoder / encoder and ``shift`` moves t
 pixels up and ``drift`` pixels right (bilinear; rows and columns entering at the edges repeat the edge, so a
 plume fed from the bottom edge keeps its inflow). With (drift, rise) = (0, 0) it is exactly RIVER's warm start.
 The network still makes the frame - its texture, spread and fading - from t = s on; the shift only changes
-where the warm start says the smoke is. The velocity is constant over a rollout: with two or more observed
-frames a per-pixel field measured on them (a source that holds still stays put while the smoke above it
-rises), otherwise the training data's mean motion, the checkpoint's motion prior (see
-:mod:`smokeflow.data.smoke_velocity`).
+where the warm start says the smoke is. The velocity (see :mod:`smokeflow.data.smoke_velocity`): with two or
+more observed frames a per-pixel field measured on them and kept for the whole rollout (a source that holds
+still stays put while the smoke above it rises); from one frame, a per-pixel field guessed by the
+checkpoint's motion network from each frame as it is moved (:mod:`smokeflow.models.motion_net`); without
+one, the training data's mean motion, the checkpoint's motion prior.
 
 Only the sampler's start changes; the network, its training and the path are RIVER's.
 """
@@ -34,8 +35,9 @@ import torch.nn.functional as F
 def shift_images(images: torch.Tensor, drift, rise) -> torch.Tensor:
     """Move images [B, C, H, W] (float) ``rise`` pixels up and ``drift`` pixels right -> [B, C, H, W].
 
-    drift / rise: floats (the whole image moves) or per-pixel fields [H, W] (tensor or array; each output
-    pixel takes its own displacement, a backward warp: output (y, x) = input at (y + rise, x - drift)).
+    drift / rise: floats (the whole image moves), per-pixel fields [H, W] (tensor or array; each output
+    pixel takes its own displacement, a backward warp: output (y, x) = input at (y + rise, x - drift)), or one
+    field per image [B, H, W].
     Bilinear, so sub-pixel shifts work (a whole-pixel shift is exact); pixels that come from outside take the
     value of the nearest edge pixel.
     """
@@ -44,8 +46,10 @@ def shift_images(images: torch.Tensor, drift, rise) -> torch.Tensor:
     b, _, h, w = images.shape
     fields = [torch.as_tensor(d, dtype=images.dtype, device=images.device) for d in (drift, rise)]
     for name, d in zip(("drift", "rise"), fields):
-        if d.ndim not in (0, 2) or (d.ndim == 2 and tuple(d.shape) != (h, w)):
-            raise ValueError(f"{name} must be a number or a field [{h}, {w}], got shape {tuple(d.shape)}")
+        if d.ndim not in (0, 2, 3) or (d.ndim >= 2 and tuple(d.shape[-2:]) != (h, w)) or \
+                (d.ndim == 3 and d.shape[0] != b):
+            raise ValueError(f"{name} must be a number, a field [{h}, {w}] or fields [{b}, {h}, {w}], "
+                             f"got shape {tuple(d.shape)}")
     if not any(bool(d.ne(0).any()) for d in fields):
         return images
     ys = torch.arange(h, device=images.device, dtype=images.dtype)[:, None] + fields[1]
@@ -62,19 +66,23 @@ class AdvectedWarmStart:
 
     decode: latents [K, C, h, w] -> images [K, 3, H, W] (float, any range the encoder takes back);
     encode: images -> latents [K, C, h, w]. drift: px per frame rightwards; rise: px per frame upwards; each a
-    float or a per-pixel field [H, W] (see :func:`shift_images`).
+    float or a per-pixel field [H, W] (see :func:`shift_images`). field_of: optional images [K, 3, H, W] ->
+    (drift, rise) fields [K, H, W]; when given, every frame is moved by the field guessed from that frame
+    itself (the one-frame motion network, :mod:`smokeflow.models.motion_net`), so the velocity follows the
+    smoke as it moves instead of staying where the observed frame had it; drift / rise are then unused.
     """
 
     def __init__(self, decode: Callable[[torch.Tensor], torch.Tensor], encode: Callable[[torch.Tensor], torch.Tensor],
-                 drift, rise):
-        self.decode, self.encode = decode, encode
+                 drift, rise, field_of: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None):
+        self.decode, self.encode, self.field_of = decode, encode, field_of
         self.drift = drift if isinstance(drift, (int, float)) else torch.as_tensor(drift, dtype=torch.float32)
         self.rise = rise if isinstance(rise, (int, float)) else torch.as_tensor(rise, dtype=torch.float32)
         # Decided once, not at every frame: without motion the codec round trip is skipped.
-        self.moves = any(bool(torch.as_tensor(d).ne(0).any()) for d in (self.drift, self.rise))
+        self.moves = field_of is not None or any(bool(torch.as_tensor(d).ne(0).any()) for d in (self.drift, self.rise))
 
     def __call__(self, reference: torch.Tensor) -> torch.Tensor:
         if not self.moves:
             return reference
         images = self.decode(reference)
-        return self.encode(shift_images(images, self.drift, self.rise)).to(reference.dtype)
+        drift, rise = self.field_of(images) if self.field_of is not None else (self.drift, self.rise)
+        return self.encode(shift_images(images, drift, rise)).to(reference.dtype)

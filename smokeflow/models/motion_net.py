@@ -66,6 +66,17 @@ class MotionFieldNet(nn.Module):
                                 dim=1))
         return F.interpolate(self.head(u2), size=size, mode="bilinear", align_corners=False)
 
+    @torch.no_grad()
+    def fields(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images float [B, 3, H, W] in [-1, 1] (any device) -> (drift, rise) float [B, H, W] on the images'
+        device: the form :class:`~smokeflow.flow.advected_warm_start.AdvectedWarmStart`'s ``field_of`` takes."""
+        was_training = self.training
+        self.eval()
+        param = next(self.parameters())
+        out = self(images.to(param.device, param.dtype)).to(images.device, images.dtype)
+        self.train(was_training)
+        return out[:, 0], out[:, 1]
+
 
 def frames_to_input(frames) -> torch.Tensor:
     """uint8 frames [B, H, W, 3] (or one [H, W, 3]) -> float [B, 3, H, W] in [-1, 1]."""
