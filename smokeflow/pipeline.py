@@ -59,7 +59,8 @@ def frames_to_model_input(frames, size: int) -> torch.Tensor:
     if frames.ndim not in (3, 4) or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise ValueError(f"frames must be uint8 [T,H,W,3] (T >= 1) or [H,W,3], got shape {frames.shape}")
     frames = resize_center_crop(frames, size)
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    # A copy: a frame read from a file can be a read-only array, which torch.from_numpy warns about.
+    return torch.from_numpy(np.array(frames, copy=True)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
 
 
 def model_output_to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -241,7 +242,8 @@ class SmokeFlow:
         if not hasattr(self, "_motion_net"):
             from smokeflow.models.motion_net import load_motion_net
 
-            self._motion_net = load_motion_net(self.folder)
+            net = load_motion_net(self.folder)
+            self._motion_net = net.to(self.device) if net is not None else None
         return self._motion_net
 
     def warm_start_velocity(self, observed, warm_start_motion="auto"):

@@ -88,6 +88,7 @@ def test_training_learns_the_rise_and_resumes_exactly_after_a_kill(tmp_path):
     with pytest.raises(Killed):
         train_motion_net(str(data), str(tmp_path / "killed"), config, progress=kill_at_40)
     assert not (tmp_path / "killed" / MOTION_NET_FILE).exists()  # nothing half-written
+    assert (tmp_path / "killed" / "motion_net_state.pt").exists()
     messages = []
     resumed = train_motion_net(str(data), str(tmp_path / "killed"), config, resume=True, progress=messages.append)
     assert "resumed at step 40" in messages
@@ -139,10 +140,12 @@ def test_the_pipeline_uses_the_checkpoints_motion_network_and_the_cli_trains_one
     data = _rising_dataset(tmp_path / "data")
     assert main(["train-motion", "--data", str(data), "--out", str(folder), "--steps", "4", "--batch-size", "4",
                  "--width", "8"]) == 0
-    with pytest.raises(SmokeflowError, match="--overwrite"):  # never replaced by accident
-        from smokeflow.commands import train_motion
+    assert not (folder / "motion_net_state.pt").exists()  # a finished run leaves no resume state behind
+    from smokeflow.commands import train_motion
 
-        train_motion.run(type("Args", (), {"out": str(folder), "overwrite": False, "resume": False})())
+    for resume in (False, True):  # never replaced by accident, not even by resuming a finished run
+        with pytest.raises(SmokeflowError, match="--overwrite"):
+            train_motion.run(type("Args", (), {"out": str(folder), "overwrite": False, "resume": resume})())
     pipe = SmokeFlow.from_pretrained(folder)
     frame = _blob(40, 30)[None]
     kwargs = dict(num_frames=3, steps=2, warm_start=0.5, seed=0)

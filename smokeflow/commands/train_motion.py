@@ -30,11 +30,13 @@ def run(args) -> int:
 
     from smokeflow.errors import DataError
     from smokeflow.models.motion_net import MOTION_NET_FILE
-    from smokeflow.training.motion_trainer import MotionTrainingConfig, describe_scores, train_motion_net
+    from smokeflow.training.motion_trainer import STATE_FILE, MotionTrainingConfig, describe_scores, train_motion_net
 
     existing = os.path.join(args.out, MOTION_NET_FILE)
-    if os.path.isfile(existing) and not (args.overwrite or args.resume):
-        raise DataError(existing, "a motion network is already there; pass --overwrite to replace it")
+    resumable = os.path.isfile(os.path.join(args.out, STATE_FILE))
+    if os.path.isfile(existing) and not args.overwrite and not (args.resume and resumable):
+        raise DataError(existing, "a motion network is already there (a finished run: nothing to resume); "
+                        "pass --overwrite to train a new one in its place")
     if args.steps < 1 or args.batch_size < 1 or args.width < 8 or args.width % 8:
         raise DataError(args.out, "--steps and --batch-size must be >= 1, --width a multiple of 8")
     config = MotionTrainingConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
