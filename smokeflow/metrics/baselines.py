@@ -98,7 +98,8 @@ class AdvectedLastFrame:
 
     pipe: a ``SmokeFlow``; the velocity is the one its advected warm start uses
     (:meth:`~smokeflow.pipeline.SmokeFlow.warm_start_velocity`: the observed frames, else the checkpoint's
-    motion network, else its motion prior). Without one it is copy-last. The baseline that says what the flow model adds to the shift.
+    motion network, else its motion prior). Without one it is copy-last. The baseline that says what the flow
+    model adds to the shift.
     """
 
     name = "advected_last_frame"
