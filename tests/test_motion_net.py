@@ -181,3 +181,22 @@ def test_the_warm_start_moves_each_frame_by_the_field_guessed_from_that_frame():
     torch.testing.assert_close(out[1], shift_images(latents[1:], 0.0, 2.0)[0])
     fields = MotionFieldNet(width=8).fields(torch.zeros(3, 3, 64, 64))
     assert fields[0].shape == fields[1].shape == (3, 64, 64)
+
+
+def test_bad_datasets_get_a_clear_message_and_a_missing_val_split_is_held_out(tmp_path):
+    from smokeflow.data.naming import write_video_pngs
+    from smokeflow.errors import DataError
+
+    black = tmp_path / "black"
+    write_video_pngs(black / "train", "vid0", np.zeros((4, 64, 64, 3), np.uint8))
+    with pytest.raises(DataError, match="no consecutive frames with smoke"):
+        train_motion_net(str(black), str(tmp_path / "out"), MotionTrainingConfig(steps=2, width=8))
+    with pytest.raises(DataError, match="no_such"):
+        train_motion_net(str(tmp_path / "no_such"), str(tmp_path / "out"), MotionTrainingConfig(steps=2, width=8))
+    only_train = tmp_path / "only_train"
+    for v in range(3):
+        write_video_pngs(only_train / "train", f"vid{v}", np.stack([_blob(46 - 2 * t, 20 + 12 * v) for t in range(6)]))
+    config = MotionTrainingConfig(steps=2, batch_size=4, width=8, frames_per_video=4)
+    info = train_motion_net(str(only_train), str(tmp_path / "held"), config, progress=lambda msg: None)
+    # 3 videos x 3 pairs (only the first 4 frames read): 1 held out to score, 8 to train on.
+    assert info["split_scored"] == "held-out train" and info["pairs"] == 1 and info["train_pairs"] == 8

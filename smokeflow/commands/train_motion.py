@@ -19,6 +19,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--width", type=int, default=defaults.width, help="channels of the first level")
     parser.add_argument("--max-videos", type=int, default=defaults.max_videos, help="train videos read")
     parser.add_argument("--val-videos", type=int, default=defaults.val_videos, help="val videos scored")
+    parser.add_argument("--frames-per-video", type=int, default=defaults.frames_per_video,
+                        help="first frames read of each video (default: %(default)s)")
     parser.add_argument("--random-seed", type=int, default=defaults.seed)
     parser.add_argument("--resume", action="store_true", help="continue from --out's motion_net_state.pt")
     parser.add_argument("--overwrite", action="store_true",
@@ -37,11 +39,12 @@ def run(args) -> int:
     if os.path.isfile(existing) and not args.overwrite and not (args.resume and resumable):
         raise DataError(existing, "a motion network is already there (a finished run: nothing to resume); "
                         "pass --overwrite to train a new one in its place")
-    if args.steps < 1 or args.batch_size < 1 or args.width < 8 or args.width % 8:
-        raise DataError(args.out, "--steps and --batch-size must be >= 1, --width a multiple of 8")
+    if args.steps < 1 or args.batch_size < 1 or args.width < 8 or args.width % 8 or args.frames_per_video < 2:
+        raise DataError(args.out, "--steps and --batch-size must be >= 1, --width a multiple of 8, "
+                                  "--frames-per-video >= 2")
     config = MotionTrainingConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                                   width=args.width, max_videos=args.max_videos, val_videos=args.val_videos,
-                                  seed=args.random_seed)
+                                  frames_per_video=args.frames_per_video, seed=args.random_seed)
     info = train_motion_net(args.data, args.out, config, resume=args.resume)
     print(f"motion network -> {existing}")
     print(describe_scores(info))

@@ -32,7 +32,8 @@ STATE_FILE = "motion_net_state.pt"
 @dataclass
 class MotionTrainingConfig:
     """steps / batch_size / learning_rate: AdamW with 100 warm-up steps and cosine decay to a tenth;
-    max_videos: videos per split read for pairs; smoke_weight: loss weight of smoke pixels (others 1)."""
+    max_videos: videos per split read for pairs; frames_per_video: the first frames of each video read (users'
+    videos can be thousands of frames long); smoke_weight: loss weight of smoke pixels (others 1)."""
     steps: int = 3000
     batch_size: int = 64
     learning_rate: float = 2e-3
@@ -40,15 +41,17 @@ class MotionTrainingConfig:
     width: int = 16
     max_videos: int = 2000
     val_videos: int = 100
+    frames_per_video: int = 20
     smoke_weight: float = 4.0
     checkpoint_every: int = 250
     seed: int = 0
 
 
-def motion_pairs(data_root: str, split: str, max_videos: int, size: int = 64,
+def motion_pairs(data_root: str, split: str, max_videos: int, frames_per_video: int = 20, size: int = 64,
                  chunk: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(frames uint8 [N, H, W, 3], targets float32 [N, 2, H, W] (drift, rise), smoke bool [N, H, W]) over the
-    consecutive pairs of the first ``max_videos`` videos of ``split`` whose smoke could be measured."""
+    consecutive pairs of the first ``frames_per_video`` frames of the first ``max_videos`` videos of ``split``
+    whose smoke could be measured. Raises DataError naming the dataset when there is no such pair."""
     from smokeflow.data.layouts import list_videos, read_video_entry
     from smokeflow.data.smoke_mask import smoke_mask
     from smokeflow.metrics.smoke_motion import motion_fields
@@ -59,7 +62,7 @@ def motion_pairs(data_root: str, split: str, max_videos: int, size: int = 64,
         raise DataError(data_root, f"split {split!r} has no video of 2 frames or more to learn motion from")
     befores, afters = [], []
     for entry in entries:
-        clip = read_video_entry(entry, size=size)
+        clip = read_video_entry(entry, size=size, frame_indices=range(min(frames_per_video, entry.num_frames)))
         befores.append(clip[:-1])
         afters.append(clip[1:])
     before, after = np.concatenate(befores), np.concatenate(afters)
@@ -70,7 +73,12 @@ def motion_pairs(data_root: str, split: str, max_videos: int, size: int = 64,
         frames.append(b[measured])
         targets.append(np.stack([drift, rise], axis=1)[measured].astype(np.float32))
         smoke.append((smoke_mask(b) | smoke_mask(a))[measured])
-    return np.concatenate(frames), np.concatenate(targets), np.concatenate(smoke)
+    frames, targets, smoke = np.concatenate(frames), np.concatenate(targets), np.concatenate(smoke)
+    if not len(frames):
+        from smokeflow.errors import DataError
+        raise DataError(data_root, f"split {split!r} has no consecutive frames with smoke whose motion could be "
+                                   "measured (all black, or no texture to follow)")
+    return frames, targets, smoke
 
 
 def weighted_field_error(predicted: torch.Tensor, target: torch.Tensor, smoke: torch.Tensor,
@@ -125,12 +133,17 @@ def train_motion_net(data_root: str, out: str, config: MotionTrainingConfig, res
     network into ``out`` (:func:`smokeflow.models.motion_net.save_motion_net`). Returns the scores."""
     started = time.time()
     torch.manual_seed(config.seed)
-    frames, targets, smoke = motion_pairs(data_root, "train", config.max_videos)
-    val_split = "val" if os.path.isdir(os.path.join(data_root, "val")) or \
-        os.path.isfile(os.path.join(data_root, "val.npz")) else None
-    if val_split:
-        val = motion_pairs(data_root, val_split, config.val_videos)
-    else:  # hold out the last tenth of the training pairs
+    frames, targets, smoke = motion_pairs(data_root, "train", config.max_videos, config.frames_per_video)
+    from smokeflow.errors import DataError
+
+    try:
+        val_split = "val"
+        val = motion_pairs(data_root, val_split, config.val_videos, config.frames_per_video)
+    except DataError:  # no val split, or none with measurable motion
+        val_split = None
+    if val_split is None:  # hold out the last tenth of the training pairs
+        if len(frames) < 2:
+            raise DataError(data_root, "only one measurable frame pair and no val split: nothing to train and score on")
         cut = max(1, len(frames) // 10)
         val = (frames[-cut:], targets[-cut:], smoke[-cut:])
         frames, targets, smoke = frames[:-cut], targets[:-cut], smoke[:-cut]
