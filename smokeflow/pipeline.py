@@ -206,8 +206,9 @@ class SmokeFlow:
         observed frames (two or more), else guessed from the last one by the checkpoint's motion network, else
         the checkpoint's motion prior, and RIVER's warm start when none exists; ``"prior"`` always uses the
         motion prior (one velocity for the whole frame); ``"off"`` is always RIVER's warm start; a pair
-        (drift, rise) in px per frame (or a SmokeVelocity) gives the velocity. The result's ``warm_start_motion`` is the
-        :class:`~smokeflow.data.smoke_velocity.SmokeVelocity` used (None: RIVER's warm start).
+        (drift, rise) in px per frame (or a SmokeVelocity) gives the velocity. The result's
+        ``warm_start_motion`` is the :class:`~smokeflow.data.smoke_velocity.SmokeVelocity` used (None: RIVER's
+        warm start).
         """
         z_obs = torch.as_tensor(z_obs).float().to(self.device)
         _warm_start_motion_mode(warm_start_motion)  # a bad value fails at any s

@@ -93,6 +93,10 @@ def test_training_learns_the_rise_and_resumes_exactly_after_a_kill(tmp_path):
     resumed = train_motion_net(str(data), str(tmp_path / "killed"), config, resume=True, progress=messages.append)
     assert "resumed at step 40" in messages
     assert resumed["rmse_net"] == pytest.approx(info["rmse_net"], rel=1e-5)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "motion_net_state.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="motion_net_state.pt"):
+        train_motion_net(str(data), str(tmp_path / "broken"), config, resume=True, progress=lambda msg: None)
     for name, value in load_motion_net(tmp_path / "killed").state_dict().items():
         torch.testing.assert_close(value, model.state_dict()[name])
 

@@ -143,7 +143,8 @@ def train_motion_net(data_root: str, out: str, config: MotionTrainingConfig, res
         val_split = None
     if val_split is None:  # hold out the last tenth of the training pairs
         if len(frames) < 2:
-            raise DataError(data_root, "only one measurable frame pair and no val split: nothing to train and score on")
+            raise DataError(data_root, "only one measurable frame pair and no val split: nothing to train and "
+                                       "score on")
         cut = max(1, len(frames) // 10)
         val = (frames[-cut:], targets[-cut:], smoke[-cut:])
         frames, targets, smoke = frames[:-cut], targets[:-cut], smoke[:-cut]
@@ -158,11 +159,16 @@ def train_motion_net(data_root: str, out: str, config: MotionTrainingConfig, res
     step = 0
     state_path = os.path.join(out, STATE_FILE)
     if resume and os.path.isfile(state_path):
-        state = torch.load(state_path, weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-        generator.set_state(state["rng"])
+        try:
+            state = torch.load(state_path, weights_only=True)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            step = int(state["step"])
+            generator.set_state(state["rng"])
+        except Exception as err:  # noqa: BLE001 - any unreadable or mismatched state: say which file
+            from smokeflow.errors import CheckpointError
+            raise CheckpointError(state_path, f"cannot resume from it ({type(err).__name__}: {err}); delete it "
+                                              "to start over") from None
         progress(f"resumed at step {step}")
     frames_t = frames_to_input(frames)
     targets_t, smoke_t = torch.from_numpy(targets), torch.from_numpy(smoke)
