@@ -254,8 +254,12 @@ class SmokeFlow:
         from smokeflow.data.smoke_velocity import estimate_velocity
 
         mode = _warm_start_motion_mode(warm_start_motion)
-        if mode != "auto":
-            return {"off": None, "prior": self.motion_prior}.get(mode, mode) if isinstance(mode, str) else mode
+        if mode == "off":
+            return None
+        if mode == "prior":
+            return self.motion_prior
+        if mode != "auto":  # a given SmokeVelocity
+            return mode
         latents = isinstance(observed, torch.Tensor) and observed.is_floating_point()
         if not latents:
             observed = np.asarray(observed)
