@@ -90,11 +90,9 @@ def frames_to_input(frames) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_motion_fields(model: MotionFieldNet, frames) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 frames [B, H, W, 3] -> (drift, rise) float64 [B, H, W], px per frame."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = model(frames_to_input(frames).to(device)).double().cpu().numpy()
-    return out[:, 0], out[:, 1]
+    """uint8 frames [B, H, W, 3] -> (drift, rise) float64 [B, H, W], px per frame (:meth:`MotionFieldNet.fields`)."""
+    drift, rise = MotionFieldNet.fields(model, frames_to_input(frames))
+    return drift.double().numpy(), rise.double().numpy()
 
 
 def save_motion_net(folder: str | os.PathLike, model: MotionFieldNet, info: dict) -> str:

@@ -15,7 +15,6 @@ the network is written); ``resume`` continues from them exactly.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -210,13 +209,3 @@ def describe_scores(info: dict) -> str:
     return (f"smoke-pixel RMSE on {info['pairs']} {info['split_scored']} pairs, px per frame: network "
             f"{info['rmse_net']:.3f}, one mean velocity {info['rmse_prior']:.3f}, zero motion "
             f"{info['rmse_zero']:.3f}; mean rise predicted {info['rise_pred']:.3f}, true {info['rise_true']:.3f}")
-
-
-def read_info(folder: str) -> dict | None:
-    from smokeflow.models.motion_net import MOTION_NET_CONFIG_FILE
-
-    path = os.path.join(folder, MOTION_NET_CONFIG_FILE)
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
