@@ -4,7 +4,7 @@
     z = pipe.encode(frames)            # uint8 [T,H,W,3] any size -> float32 [T,C,h,w] normalised latents
     x = pipe.decode(z)                 # [...,C,h,w] -> uint8 [...,64,64,3]
     x = pipe.reconstruct(frames)       # uint8 [T,H,W,3] -> uint8 [T,64,64,3]
-    out = pipe.predict(frames, num_frames=9, steps=10, solver="euler", warm_start=0.0, num_samples=1, seed=0)
+    out = pipe.predict(frames, num_frames=9, steps=10, solver="euler", warm_start=0.2, num_samples=1, seed=0)
     out.frames  # uint8 [K,F,64,64,3];  out.nfe; out.seconds
 
 A checkpoint folder holds ``config.yaml``, ``vqvae.safetensors``, ``latent_stats.safetensors`` and, when a
@@ -25,6 +25,7 @@ import torch
 from smokeflow.config import load_config, section_to_dataclass
 from smokeflow.data.image_io import resize_center_crop
 from smokeflow.errors import CheckpointError, ConfigError, SmokeflowError
+from smokeflow.flow.defaults import DEFAULT_WARM_START
 from smokeflow.models.vqvae import VQVAE, LatentNormalizer, VQVAEConfig
 from smokeflow.training import checkpoint_io as ckio
 
@@ -193,12 +194,14 @@ class SmokeFlow:
 
     # ---------------------------------------------------------------------------------- prediction
     def predict_latents(self, z_obs, num_frames: int, steps: int = 10, solver: str = "euler",
-                        warm_start: float = 0.0, num_samples: int = 1, seed: int = 0,
+                        warm_start: float = DEFAULT_WARM_START, num_samples: int = 1, seed: int = 0,
                         context_policy: str = "per_call", callback: Callable | None = None,
                         reencode: bool = False, warm_start_motion="auto"):
         """Normalised latents z_obs [T_obs,C,h,w] -> RolloutResult(latents [K,F,C,h,w], nfe, seconds,
         warm_start_motion).
 
+        warm_start: s in [0, 1); the default (:data:`~smokeflow.flow.defaults.DEFAULT_WARM_START`, 0.2) is
+        the measured best look, 0 is pure noise (blurred).
         reencode: feed each predicted frame back through the autoencoder (:meth:`reencode_latents`) before it
         conditions the next one.
         warm_start_motion (used only when warm_start > 0; see :mod:`smokeflow.flow.advected_warm_start`):
@@ -291,7 +294,8 @@ class SmokeFlow:
         return self.encode_images(self.decode_images(z)).to(z.device)
 
     def predict(self, frames, num_frames: int = 9, steps: int = 10, solver: str = "euler",
-                warm_start: float = 0.0, num_samples: int = 1, seed: int = 0, context_policy: str = "per_call",
+                warm_start: float = DEFAULT_WARM_START, num_samples: int = 1, seed: int = 0,
+                context_policy: str = "per_call",
                 callback: Callable | None = None, reencode: bool = False, warm_start_motion="auto") -> Prediction:
         """Observed uint8 frames [T>=1,H,W,3] (any size) -> Prediction with frames uint8 [K,F,S,S,3].
 

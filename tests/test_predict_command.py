@@ -97,3 +97,19 @@ def test_training_records_the_motion_prior_and_predict_reports_the_velocity_it_u
     with pytest.raises(SystemExit):
         cli_main(base + ["--warm-start-motion", "fast", "--out", str(tmp_path / "e.gif")])
     assert "DRIFT,RISE" in capsys.readouterr().err
+
+
+def test_without_a_warm_start_predict_uses_the_default_advected_warm_start(run_folder, clip, tmp_path, capsys):
+    """s = 0 blurs, so the command and the API warm-start at DEFAULT_WARM_START (> 0), which advects."""
+    import inspect
+
+    from smokeflow.flow.defaults import DEFAULT_WARM_START
+    from smokeflow.pipeline import SmokeFlow
+
+    assert 0 < DEFAULT_WARM_START < 1
+    for method in (SmokeFlow.predict, SmokeFlow.predict_latents):
+        assert inspect.signature(method).parameters["warm_start"].default == DEFAULT_WARM_START
+    assert cli_main(["predict", "--checkpoint", run_folder, "--input", clip, "--num-frames", "2", "--steps", "1",
+                     "--out", str(tmp_path / "a.gif")]) == 0
+    printed = capsys.readouterr().out
+    assert f"warm start {DEFAULT_WARM_START}" in printed and "warm start moved by" in printed

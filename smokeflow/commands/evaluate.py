@@ -16,6 +16,7 @@ import sys
 import time
 
 from smokeflow.commands import add_warm_start_motion_argument
+from smokeflow.flow.defaults import DEFAULT_WARM_START
 from smokeflow.errors import CheckpointError, ConfigError
 
 HELP = "Evaluate rollouts (PSNR, SSIM, smoke PSNR, LPIPS, FVD, smoke statistics) against baselines; sweeps."
@@ -36,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start-frame", type=int, default=0, help="first frame used of each video (default: 0)")
     parser.add_argument("--steps", type=int, default=10, help="ODE steps N per frame (default: %(default)s)")
     parser.add_argument("--solver", default="euler", choices=SOLVERS, help="ODE solver (default: %(default)s)")
-    parser.add_argument("--warm-start", type=float, default=0.0, help="warm start s in [0, 1) (default: %(default)s)")
+    parser.add_argument("--warm-start", type=float, default=DEFAULT_WARM_START,
+                        help="warm start s in [0, 1): 0 is pure noise (blurred); the default is the measured best "
+                             "look (default: %(default)s)")
     parser.add_argument("--context-policy", default="per_call", choices=CONTEXT_POLICIES,
                         help="re-draw the context frame at every network call (RIVER) or once per frame")
     add_warm_start_motion_argument(parser)

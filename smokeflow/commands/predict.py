@@ -6,6 +6,7 @@ import argparse
 import os
 
 from smokeflow.commands import add_warm_start_motion_argument
+from smokeflow.flow.defaults import DEFAULT_WARM_START
 
 HELP = "Predict the next frames of a clip (video, frame folder, image or .npz) and write them as .gif/.mp4."
 
@@ -18,7 +19,9 @@ def add_arguments(parser) -> None:
                         "unless --overwrite")
     parser.add_argument("--steps", type=int, default=10, help="ODE steps per frame (N)")
     parser.add_argument("--solver", default="euler", choices=["euler", "midpoint", "heun", "rk4", "dopri5"])
-    parser.add_argument("--warm-start", type=float, default=0.0, help="warm start s in [0, 1) (0: pure noise)")
+    parser.add_argument("--warm-start", type=float, default=DEFAULT_WARM_START,
+                        help="warm start s in [0, 1): 0 is pure noise (blurred); the default is the measured best "
+                             "look (default: %(default)s)")
     add_warm_start_motion_argument(parser)
     parser.add_argument("--reencode", action=argparse.BooleanOptionalAction, default=False,
                         help="feed each predicted frame back through the autoencoder (decode, encode) before it "
