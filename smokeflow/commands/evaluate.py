@@ -16,8 +16,8 @@ import sys
 import time
 
 from smokeflow.commands import add_warm_start_motion_argument
-from smokeflow.flow.defaults import DEFAULT_WARM_START
 from smokeflow.errors import CheckpointError, ConfigError
+from smokeflow.flow.defaults import DEFAULT_WARM_START
 
 HELP = "Evaluate rollouts (PSNR, SSIM, smoke PSNR, LPIPS, FVD, smoke statistics) against baselines; sweeps."
 
