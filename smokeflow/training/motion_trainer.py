@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from smokeflow.errors import CheckpointError, DataError
 from smokeflow.models.motion_net import MotionFieldNet, frames_to_input, save_motion_net
 
 STATE_FILE = "motion_net_state.pt"
@@ -57,7 +58,6 @@ def motion_pairs(data_root: str, split: str, max_videos: int, frames_per_video: 
 
     entries = [e for e in list_videos(data_root, split)[:max_videos] if e.num_frames >= 2]
     if not entries:
-        from smokeflow.errors import DataError
         raise DataError(data_root, f"split {split!r} has no video of 2 frames or more to learn motion from")
     befores, afters = [], []
     for entry in entries:
@@ -74,7 +74,6 @@ def motion_pairs(data_root: str, split: str, max_videos: int, frames_per_video: 
         smoke.append((smoke_mask(b) | smoke_mask(a))[measured])
     frames, targets, smoke = np.concatenate(frames), np.concatenate(targets), np.concatenate(smoke)
     if not len(frames):
-        from smokeflow.errors import DataError
         raise DataError(data_root, f"split {split!r} has no consecutive frames with smoke whose motion could be "
                                    "measured (all black, or no texture to follow)")
     return frames, targets, smoke
@@ -133,8 +132,6 @@ def train_motion_net(data_root: str, out: str, config: MotionTrainingConfig, res
     started = time.time()
     torch.manual_seed(config.seed)
     frames, targets, smoke = motion_pairs(data_root, "train", config.max_videos, config.frames_per_video)
-    from smokeflow.errors import DataError
-
     try:
         val_split = "val"
         val = motion_pairs(data_root, val_split, config.val_videos, config.frames_per_video)
@@ -165,7 +162,6 @@ def train_motion_net(data_root: str, out: str, config: MotionTrainingConfig, res
             step = int(state["step"])
             generator.set_state(state["rng"])
         except Exception as err:  # noqa: BLE001 - any unreadable or mismatched state: say which file
-            from smokeflow.errors import CheckpointError
             raise CheckpointError(state_path, f"cannot resume from it ({type(err).__name__}: {err}); delete it "
                                               "to start over") from None
         progress(f"resumed at step {step}")
