@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from smokeflow.commands import add_warm_start_motion_argument
+from smokeflow.commands import add_detail_guidance_argument, add_warm_start_motion_argument
 from smokeflow.errors import CheckpointError, ConfigError
 from smokeflow.flow.defaults import DEFAULT_WARM_START
 
@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context-policy", default="per_call", choices=CONTEXT_POLICIES,
                         help="re-draw the context frame at every network call (RIVER) or once per frame")
     add_warm_start_motion_argument(parser)
+    add_detail_guidance_argument(parser)
     parser.add_argument("--reencode", action=argparse.BooleanOptionalAction, default=False,
                         help="feed each predicted frame back through the autoencoder (decode, encode) before it "
                              "conditions the next one (default: %(default)s)")
@@ -128,7 +129,8 @@ def run(args) -> int:
     def model_predictor(combo: dict) -> FlowModelPredictor:
         return FlowModelPredictor(pipe, steps=combo["steps"], solver=combo["solver"], warm_start=combo["warm_start"],
                                   context_policy=args.context_policy, reencode=args.reencode,
-                                  warm_start_motion=combo.get("warm_start_motion", args.warm_start_motion))
+                                  warm_start_motion=combo.get("warm_start_motion", args.warm_start_motion),
+                                  detail_guidance=args.detail_guidance)
 
     if args.sweep:
         try:

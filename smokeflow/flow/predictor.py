@@ -114,12 +114,14 @@ class FlowPredictor:
                         context_policy: str = "per_call",
                         callback: Callable[[RolloutProgress], None] | None = None,
                         project_frame: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                        warm_start_source: Callable[[torch.Tensor], torch.Tensor] | None = None) -> RolloutResult:
+                        warm_start_source: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                        detail_guidance=None) -> RolloutResult:
         """z_obs: float [T_obs >= 1, C, h, w] normalised latents -> RolloutResult(latents [K, F, C, h, w], nfe).
 
         ``callback`` receives a :class:`~smokeflow.flow.sampler.RolloutProgress` after every solver step;
         ``project_frame`` maps each generated frame before it is fed back, ``warm_start_source`` the reference
-        before the warm start mixes it with noise (see :func:`rollout`).
+        before the warm start mixes it with noise; ``detail_guidance`` a
+        :class:`~smokeflow.flow.detail_guidance.DetailGuidance` (see :func:`rollout`).
         """
         expected = (self.model.config.state_size, *self.model.config.state_res)
         if z_obs.ndim != 4 or tuple(z_obs.shape[1:]) != expected:
@@ -130,4 +132,5 @@ class FlowPredictor:
         return rollout(self.model, self.path, z_obs, num_frames, steps=steps, solver=solver,
                        warm_start=warm_start, num_samples=num_samples, seed=seed,
                        context_policy=context_policy, callback=callback, velocity_fn=self.velocity_fn,
-                       project_frame=project_frame, warm_start_source=warm_start_source)
+                       project_frame=project_frame, warm_start_source=warm_start_source,
+                       detail_guidance=detail_guidance)

@@ -23,6 +23,7 @@ from typing import Callable
 
 import torch
 
+from smokeflow.flow.detail_guidance import DetailGuidance
 from smokeflow.flow.path import FlowPath
 from smokeflow.flow.solvers import SOLVERS, integrate
 from smokeflow.models.vector_field import VectorField
@@ -84,6 +85,7 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
             velocity_fn: Callable[..., torch.Tensor] | None = None,
             project_frame: Callable[[torch.Tensor], torch.Tensor] | None = None,
             warm_start_source: Callable[[torch.Tensor], torch.Tensor] | None = None,
+            detail_guidance: DetailGuidance | None = None,
             ) -> RolloutResult:
     """Generate ``num_frames`` latent frames after the observed ones, for ``num_samples`` samples in a batch.
 
@@ -98,6 +100,9 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
     feeding raw predictions back. warm_start_source: maps the reference [K, C, h, w] to the latents the warm
     start mixes with the noise (default: the reference itself, RIVER's warm start); e.g. an
     :class:`~smokeflow.flow.advected_warm_start.AdvectedWarmStart`. Called once per frame, only when s > 0.
+    detail_guidance: a :class:`~smokeflow.flow.detail_guidance.DetailGuidance` with weight w > 0 makes every
+    step v + w (v - v_soft), v_soft conditioned on the softened reference (both in one batch of 2K; the NFE
+    counts both); None or w = 0 is plain sampling.
     """
     _check_arguments(z_obs, num_frames, steps, solver, warm_start, num_samples, context_policy)
     start = time.perf_counter()
@@ -116,6 +121,7 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
         context_cache = [model.context_tokens(f) for f in frames]
         warm_tokens = model.warm_start_tokens(warm_start, k)  # [K, 1, D], or 0.0 for a RIVER network
     batch_index = torch.arange(k, device=param.device)
+    guided = detail_guidance is not None and detail_guidance.active
     total_nfe = 0
     for f in range(num_frames):
         n = t_obs + f  # index of the frame being generated
@@ -137,11 +143,23 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
                 return reference_tokens + contexts[batch_index, index] + model.distance_tokens(distance)
 
         frame_condition = draw_condition() if context_policy == "per_frame" else None
+        soft_delta = None
+        if guided:
+            # The two branches' conditioning differs only in the reference tokens: one difference per frame.
+            with autocast:
+                soft_delta = model.reference_tokens(detail_guidance.soften(reference)) \
+                    - model.reference_tokens(reference)
 
         def velocity(t, y):
             condition = frame_condition if frame_condition is not None else draw_condition()
             with autocast:
-                v = velocity_fn(y, t.expand(y.shape[0]), condition, anchor=reference)
+                if soft_delta is None:
+                    v = velocity_fn(y, t.expand(y.shape[0]), condition, anchor=reference)
+                else:
+                    both = velocity_fn(torch.cat([y, y]), t.expand(2 * y.shape[0]),
+                                       torch.cat([condition, condition + soft_delta]),
+                                       anchor=torch.cat([reference, reference]))
+                    v = detail_guidance.combine(*both.chunk(2))
             return v.to(y.dtype)
 
         def on_step(step, num_steps):
@@ -152,7 +170,7 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
         start_from = reference if warm_start_source is None or warm_start == 0 else warm_start_source(reference)
         y0 = path.warm_start(start_from, eps, warm_start)
         y1, nfe = integrate(velocity, y0, warm_start, 1.0, steps, solver, on_step=on_step, rtol=rtol, atol=atol)
-        total_nfe += nfe
+        total_nfe += nfe * (2 if guided else 1)
         if project_frame is not None:
             y1 = project_frame(y1).to(y1.dtype)
         frames.append(y1)

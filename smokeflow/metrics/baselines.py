@@ -136,20 +136,22 @@ class FlowModelPredictor:
     source: anything with ``predict_latents(z_obs, num_frames, steps=, solver=, warm_start=, num_samples=,
     seed=, context_policy=)`` returning an object with ``.latents`` [K, F, C, h, w] and ``.nfe`` (the
     contract of ``SmokeFlow`` and ``FlowPredictor``). ``warm_start_motion`` ("auto", "off" or (drift, rise);
-    ``SmokeFlow`` only, see :meth:`smokeflow.pipeline.SmokeFlow.predict_latents`) is passed on unless None.
+    ``SmokeFlow`` only, see :meth:`smokeflow.pipeline.SmokeFlow.predict_latents`) is passed on unless None;
+    ``detail_guidance`` (the weight w, ``SmokeFlow`` only) when > 0.
     """
 
     deterministic = False
 
     def __init__(self, source, steps: int = 10, solver: str = "euler", warm_start: float = 0.0,
                  context_policy: str = "per_call", name: str = "model", reencode: bool = False,
-                 warm_start_motion=None):
+                 warm_start_motion=None, detail_guidance: float = 0.0):
         self.source = source
         self.steps, self.solver, self.warm_start, self.context_policy = steps, solver, warm_start, context_policy
         self.reencode = reencode  # needs a source with the autoencoder (SmokeFlow)
         # None: not passed on (the source's own default; a FlowPredictor has no such argument). Any value,
         # "off" included, is passed: SmokeFlow's default is "auto", so "off" must be said.
         self.warm_start_motion = warm_start_motion
+        self.detail_guidance = float(detail_guidance)  # SmokeFlow only; passed on when > 0
         self.name = name
 
     def settings(self) -> dict:
@@ -162,6 +164,7 @@ class FlowModelPredictor:
             "reencode": self.reencode,
             "warm_start_motion": list(self.warm_start_motion) if isinstance(self.warm_start_motion, tuple)
             else self.warm_start_motion,
+            "detail_guidance": self.detail_guidance,
         }
 
     def predict_latents(self, z_obs, num_frames, num_samples=1, seed=0) -> LatentRollout:
@@ -178,5 +181,6 @@ class FlowModelPredictor:
             context_policy=self.context_policy,
             **({"reencode": True} if self.reencode else {}),
             **({"warm_start_motion": self.warm_start_motion} if self.warm_start_motion is not None else {}),
+            **({"detail_guidance": self.detail_guidance} if self.detail_guidance > 0 else {}),
         )
         return LatentRollout(result.latents, nfe=int(result.nfe), seconds=time.perf_counter() - start)

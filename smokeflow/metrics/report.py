@@ -168,7 +168,9 @@ def predictor_label(name: str, section: dict) -> str:
         reencode = ", re-encoded" if settings.get("reencode") else ""
         motion = settings.get("warm_start_motion")
         advected = f", advected {motion}" if settings["warm_start"] and motion not in (None, "off") else ""
-        return f"{name} ({settings['solver']} N={settings['steps']} s={settings['warm_start']}{advected}{reencode})"
+        guided = f", detail guidance {settings['detail_guidance']}" if settings.get("detail_guidance") else ""
+        return (f"{name} ({settings['solver']} N={settings['steps']} s={settings['warm_start']}{advected}{reencode}"
+                f"{guided})")
     return name
 
 
