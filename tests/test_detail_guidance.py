@@ -1,27 +1,12 @@
 """Detail guidance (smokeflow.flow.detail_guidance): the guided velocity, its cost, and the blur it uses."""
 
-import numpy as np
 import pytest
 import torch
 
-from smokeflow.config import load_config
 from smokeflow.flow.detail_guidance import DetailGuidance, blurred_reference, gaussian_blur
-from smokeflow.flow.predictor import FlowConfig, FlowPredictor
 from smokeflow.flow.sampler import rollout
 
-
-@pytest.fixture(scope="module")
-def predictor(repo_root):
-    torch.manual_seed(0)
-    config = FlowConfig.from_section(load_config(f"{repo_root}/configs/tiny.yaml")["flow"])
-    pred = FlowPredictor.from_config(config)
-    torch.nn.init.normal_(pred.model.head.weight, std=0.1)
-    return pred
-
-
-def _obs(predictor, t_obs):
-    c, (h, w) = predictor.model.config.state_size, predictor.model.config.state_res
-    return torch.randn(t_obs, c, h, w, generator=torch.Generator().manual_seed(3))
+from test_sampler import _obs, predictor  # noqa: F401 - the sampler tests' tiny network and latents
 
 
 def test_zero_weight_or_an_identity_soften_is_plain_sampling(predictor):
