@@ -149,6 +149,7 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
             with autocast:
                 soft_delta = model.reference_tokens(detail_guidance.soften(reference)) \
                     - model.reference_tokens(reference)
+            both_references = torch.cat([reference, reference])  # the anchor of both branches, made once
 
         def velocity(t, y):
             condition = frame_condition if frame_condition is not None else draw_condition()
@@ -158,7 +159,7 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
                 else:
                     both = velocity_fn(torch.cat([y, y]), t.expand(2 * y.shape[0]),
                                        torch.cat([condition, condition + soft_delta]),
-                                       anchor=torch.cat([reference, reference]))
+                                       anchor=both_references)
                     v = detail_guidance.combine(*both.chunk(2))
             return v.to(y.dtype)
 
