@@ -219,19 +219,23 @@ class SmokeFlow:
         z_obs = torch.as_tensor(z_obs).float().to(self.device)
         _warm_start_motion_mode(warm_start_motion)  # a bad value fails at any s
         velocity = self.warm_start_velocity(z_obs, warm_start_motion) if warm_start > 0 else None
+        from smokeflow.flow.detail_guidance import (DetailGuidance, blurred_reference, decode_once_per_frame,
+                                                    smoke_tokens)
+
+        # The warm start and detail guidance each decode the reference of every frame: once serves all.
+        decode = decode_once_per_frame(self.decode_images)
         source = None
         if velocity is not None:
             from smokeflow.flow.advected_warm_start import AdvectedWarmStart
 
             # A guessed field is guessed again from every frame it moves, so it follows the smoke.
             field_of = self.motion_net.fields if velocity.source == "predicted" and self.motion_net else None
-            source = AdvectedWarmStart(self.decode_images, self.encode_images, *velocity.displacement(),
-                                       field_of=field_of)
+            source = AdvectedWarmStart(decode, self.encode_images, *velocity.displacement(), field_of=field_of)
         guidance = None
         if detail_guidance:
-            from smokeflow.flow.detail_guidance import DetailGuidance, blurred_reference
-
-            guidance = DetailGuidance(float(detail_guidance), blurred_reference(self.decode_images, self.encode_images))
+            # Smoke tokens only: guided everywhere, the black background picks up speckle (model card).
+            guidance = DetailGuidance(float(detail_guidance), blurred_reference(decode, self.encode_images),
+                                      where=smoke_tokens(decode))
         result = self.flow.predict_latents(z_obs, num_frames, steps=steps, solver=solver, warm_start=warm_start,
                                            num_samples=num_samples, seed=seed, context_policy=context_policy,
                                            callback=callback, project_frame=self.reencode_latents if reencode else None,

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from smokeflow.flow.detail_guidance import DetailGuidance, blurred_reference, gaussian_blur
+from smokeflow.flow.detail_guidance import (DetailGuidance, blurred_reference, decode_once_per_frame, gaussian_blur,
+                                            smoke_tokens)
 from smokeflow.flow.sampler import rollout
 
 from test_sampler import _obs, predictor  # noqa: F401 - the sampler tests' tiny network and latents
@@ -45,6 +46,61 @@ def test_guided_step_is_v_plus_w_times_v_minus_the_softened_references_v(predict
             + model.reference_tokens(soften(ref)) - model.reference_tokens(ref)
         v_soft = model.velocity(eps, t, soft_condition, anchor=ref)
     torch.testing.assert_close(out.latents[:, 0], eps + v + 0.3 * (v - v_soft), atol=1e-5, rtol=0)
+
+
+def test_token_weights_limit_the_added_detail_to_where_they_are_one(predictor):
+    """One Euler step from pure noise with m = 1 on the left half of the tokens: guided there, plain elsewhere."""
+    model, path = predictor.model, predictor.path
+    z = _obs(predictor, 1)
+    soften = lambda ref: 0.5 * ref  # noqa: E731
+    h, w = z.shape[-2:]
+    left = torch.zeros(1, 1, h, w)
+    left[..., : w // 2] = 1.0
+    seen = []
+
+    def where(ref):
+        seen.append(ref.shape)
+        return left.expand(ref.shape[0], -1, -1, -1)
+
+    masked = rollout(model, path, z, 1, steps=1, num_samples=2, seed=9,
+                     detail_guidance=DetailGuidance(0.6, soften, where=where))
+    everywhere = rollout(model, path, z, 1, steps=1, num_samples=2, seed=9, detail_guidance=DetailGuidance(0.6, soften))
+    plain = rollout(model, path, z, 1, steps=1, num_samples=2, seed=9)
+    assert seen == [(2, *z.shape[1:])]  # once per frame, on the K references
+    torch.testing.assert_close(masked.latents[..., : w // 2], everywhere.latents[..., : w // 2], atol=1e-5, rtol=0)
+    torch.testing.assert_close(masked.latents[..., w // 2:], plain.latents[..., w // 2:], atol=1e-5, rtol=0)
+    assert not torch.allclose(everywhere.latents, plain.latents)
+
+
+def test_smoke_tokens_mark_the_patches_with_smoke_and_their_neighbours():
+    images = torch.full((1, 3, 32, 32), -1.0)  # black: no smoke
+    images[0, :, 9, 10] = 0.5  # one smoke pixel in token (1, 1) of the 4x4 token grid (8x8 px patches)
+    decode = lambda z: images.expand(z.shape[0], -1, -1, -1)  # noqa: E731
+    z = torch.zeros(2, 5, 4, 4)
+    exact = smoke_tokens(decode, dilation=0)(z)
+    expected = torch.zeros(2, 1, 4, 4)
+    expected[..., 1, 1] = 1.0
+    assert torch.equal(exact, expected)
+    grown = smoke_tokens(decode, dilation=1)(z)
+    expected[..., 0:3, 0:3] = 1.0
+    assert torch.equal(grown, expected)
+    dim = images.clone()
+    dim[0, :, 9, 10] = 10 / 255 * 2 - 1  # below the smoke threshold
+    assert smoke_tokens(lambda z: dim, dilation=1)(z[:1]).sum() == 0
+
+
+def test_decode_once_per_frame_decodes_each_reference_once():
+    calls = []
+
+    def decode(z):
+        calls.append(z)
+        return z * 2
+
+    decode_last = decode_once_per_frame(decode)
+    a, b = torch.ones(1, 2, 2, 2), torch.ones(1, 2, 2, 2)
+    assert torch.equal(decode_last(a), a * 2) and decode_last(a) is decode_last(a)
+    decode_last(b)  # equal values, another tensor: decoded again
+    assert len(calls) == 2
 
 
 def test_guided_rollouts_are_deterministic_and_soften_runs_once_per_frame(predictor):

@@ -101,8 +101,8 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
     start mixes with the noise (default: the reference itself, RIVER's warm start); e.g. an
     :class:`~smokeflow.flow.advected_warm_start.AdvectedWarmStart`. Called once per frame, only when s > 0.
     detail_guidance: a :class:`~smokeflow.flow.detail_guidance.DetailGuidance` with weight w > 0 makes every
-    step v + w (v - v_soft), v_soft conditioned on the softened reference (both in one batch of 2K; the NFE
-    counts both); None or w = 0 is plain sampling.
+    step v + w m (v - v_soft), v_soft conditioned on the softened reference and m its token weights (both
+    branches in one batch of 2K; the NFE counts both); None or w = 0 is plain sampling.
     """
     _check_arguments(z_obs, num_frames, steps, solver, warm_start, num_samples, context_policy)
     start = time.perf_counter()
@@ -149,6 +149,7 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
             with autocast:
                 soft_delta = model.reference_tokens(detail_guidance.soften(reference)) \
                     - model.reference_tokens(reference)
+            token_weights = detail_guidance.token_weights(reference)  # where the detail is added, or None
             both_references = torch.cat([reference, reference])  # the anchor of both branches, made once
 
         def velocity(t, y):
@@ -160,7 +161,7 @@ def rollout(model: VectorField, path: FlowPath, z_obs: torch.Tensor, num_frames:
                     both = velocity_fn(torch.cat([y, y]), t.expand(2 * y.shape[0]),
                                        torch.cat([condition, condition + soft_delta]),
                                        anchor=both_references)
-                    v = detail_guidance.combine(*both.chunk(2))
+                    v = detail_guidance.combine(*both.chunk(2), token_weights)
             return v.to(y.dtype)
 
         def on_step(step, num_steps):
