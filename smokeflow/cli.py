@@ -24,6 +24,7 @@ COMMANDS = {
     "encode-latents": "encode_latents",
     "train": "train",
     "train-motion": "train_motion",
+    "distill-guidance": "distill_guidance",
     "predict": "predict",
     "evaluate": "evaluate",
 }

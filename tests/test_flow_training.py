@@ -17,20 +17,13 @@ from smokeflow.flow.predictor import FlowConfig, build_vector_field
 from smokeflow.training.flow_trainer import FlowTrainingConfig, learning_rate_factor, train_flow, training_loss
 from smokeflow.training.run_logger import read_metrics
 
-from vqvae_helpers import TINY_CONFIG, tiny_checkpoint, tiny_dataset
+from vqvae_helpers import TINY_CONFIG, tiny_latent_data
 
 
 @pytest.fixture(scope="module")
 def latent_data(tmp_path_factory):
     """(data root with a train+val latent cache, VQVAE folder), made by the real code."""
-    from smokeflow.data.latent_cache import build_latent_cache
-
-    base = str(tmp_path_factory.getbasetemp())
-    root = tiny_dataset(base)
-    vqvae = tiny_checkpoint(base, root)
-    for split in ("train", "val"):
-        build_latent_cache(vqvae, root, split, progress=False)
-    return root, vqvae
+    return tiny_latent_data(str(tmp_path_factory.getbasetemp()))
 
 
 def _train(tmp, latent_data, name, **kwargs):

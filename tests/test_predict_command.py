@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
 
 from smokeflow.cli import main as cli_main
-from smokeflow.config import load_config
-from smokeflow.training.flow_trainer import train_flow
 
-from vqvae_helpers import TINY_CONFIG, tiny_checkpoint, tiny_dataset
+from vqvae_helpers import tiny_flow_run
 
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
-    from smokeflow.data.latent_cache import build_latent_cache
-
-    base = str(tmp_path_factory.getbasetemp())
-    root = tiny_dataset(base)
-    vqvae = tiny_checkpoint(base, root)
-    for split in ("train", "val"):
-        build_latent_cache(vqvae, root, split, progress=False)
-    run_dir = os.path.join(base, "predict_run")
-    config = load_config(TINY_CONFIG)
-    config["flow_training"]["sample_every"] = 1000  # no sample GIFs needed here
-    train_flow(run_dir, config, root, seed=0, vqvae_checkpoint=vqvae, max_steps=2, show_progress=False)
-    return run_dir
+    return tiny_flow_run(str(tmp_path_factory.getbasetemp()), "predict_run", seed=0, max_steps=2)[1]
 
 
 @pytest.fixture(scope="module")

@@ -33,3 +33,27 @@ def tiny_checkpoint(base: str, data_root: str) -> str:
     if not os.path.isfile(os.path.join(run_dir, "latent_stats.safetensors")):
         train_vqvae(TINY_CONFIG, "tiny", runs_dir=runs, device="cpu", data_path=data_root, progress=False)
     return run_dir
+
+
+def tiny_latent_data(base: str) -> tuple[str, str]:
+    """(:func:`tiny_dataset`, :func:`tiny_checkpoint`) with the train and val latent caches built."""
+    from smokeflow.data.latent_cache import build_latent_cache
+
+    root = tiny_dataset(base)
+    vqvae = tiny_checkpoint(base, root)
+    for split in ("train", "val"):
+        build_latent_cache(vqvae, root, split, progress=False)
+    return root, vqvae
+
+
+def tiny_flow_run(base: str, name: str, seed: int = 0, max_steps: int | None = None) -> tuple[str, str]:
+    """(data root, ``base/<name>``): a tiny flow run trained on :func:`tiny_latent_data` (no sample GIFs)."""
+    from smokeflow.config import load_config
+    from smokeflow.training.flow_trainer import train_flow
+
+    root, vqvae = tiny_latent_data(base)
+    run_dir = os.path.join(base, name)
+    config = load_config(TINY_CONFIG)
+    config["flow_training"]["sample_every"] = 1000
+    train_flow(run_dir, config, root, seed=seed, vqvae_checkpoint=vqvae, max_steps=max_steps, show_progress=False)
+    return root, run_dir

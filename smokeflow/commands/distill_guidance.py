@@ -1,0 +1,54 @@
+"""``smokeflow distill-guidance``: train a flow network that samples as its teacher does with detail guidance,
+at one network evaluation per step (:mod:`smokeflow.training.guidance_distiller`)."""
+
+from __future__ import annotations
+
+HELP = ("distil detail guidance into a copy of a checkpoint's flow network (one network call per step instead "
+        "of two); writes a new checkpoint folder --out")
+
+
+def add_arguments(parser) -> None:
+    from smokeflow.training.guidance_distiller import GuidanceDistillConfig
+
+    defaults = GuidanceDistillConfig()
+    parser.add_argument("--checkpoint", required=True, help="the teacher: a checkpoint folder with flow weights")
+    parser.add_argument("--data", required=True, help="dataset root with the teacher's latent cache "
+                        "(smokeflow encode-latents --checkpoint TEACHER --data DATA)")
+    parser.add_argument("--out", required=True, help="new checkpoint folder for the student")
+    parser.add_argument("--weight", type=float, default=defaults.weight,
+                        help="the detail-guidance weight to distil (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=defaults.steps)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--min-time", type=float, default=defaults.min_time,
+                        help="smallest flow time trained (default: %(default)s)")
+    parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="stop after a checkpoint once this much time has passed (continue with --resume)")
+    parser.add_argument("--random-seed", type=int, default=defaults.seed)
+    parser.add_argument("--resume", action="store_true", help="continue from --out's train_state.pt")
+    parser.add_argument("--overwrite", action="store_true", help="replace a student already in --out")
+
+
+def run(args) -> int:
+    import os
+
+    from smokeflow.errors import DataError
+    from smokeflow.training.checkpoint_io import FLOW_WEIGHTS
+    from smokeflow.training.guidance_distiller import GuidanceDistillConfig, describe, distill_detail_guidance
+
+    existing = os.path.join(args.out, FLOW_WEIGHTS)
+    if os.path.isfile(existing) and not args.overwrite and not args.resume:
+        raise DataError(existing, "flow weights are already there; pass --resume to continue that distillation "
+                                  "or --overwrite to start a new one in its place")
+    try:
+        config = GuidanceDistillConfig(weight=args.weight, steps=args.steps, batch_size=args.batch_size,
+                                       learning_rate=args.learning_rate, min_time=args.min_time,
+                                       checkpoint_every=args.checkpoint_every, seed=args.random_seed)
+    except ValueError as err:
+        raise DataError(args.out, str(err)) from None
+    last = distill_detail_guidance(args.checkpoint, args.data, args.out, config, resume=args.resume,
+                                   max_minutes=args.max_minutes)
+    print(f"student -> {existing}")
+    print(describe(last))
+    return 0
