@@ -100,7 +100,8 @@ def blurred_reference(decode: Callable[[torch.Tensor], torch.Tensor], encode: Ca
     return soften
 
 
-def smoke_tokens(decode: Callable[[torch.Tensor], torch.Tensor], dilation: int = 1) -> Callable[[torch.Tensor], torch.Tensor]:
+def smoke_tokens(decode: Callable[[torch.Tensor], torch.Tensor],
+                 dilation: int = 1) -> Callable[[torch.Tensor], torch.Tensor]:
     """The ``where`` of :class:`DetailGuidance`: latents [K, C, h, w] -> float [K, 1, h, w], 1 at the tokens
     whose pixel patch holds smoke (:func:`~smokeflow.data.smoke_mask.smoke_mask` of the decoded frame), grown
     by ``dilation`` tokens (smoke moves into the neighbouring patches within a frame), else 0.

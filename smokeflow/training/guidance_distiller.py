@@ -74,7 +74,8 @@ class GuidedTarget:
     pipeline: a :class:`~smokeflow.pipeline.SmokeFlow` of the teacher (its network, autoencoder and path)."""
 
     def __init__(self, pipeline, weight: float):
-        from smokeflow.flow.detail_guidance import DetailGuidance, blurred_reference, decode_once_per_frame, smoke_tokens
+        from smokeflow.flow.detail_guidance import (DetailGuidance, blurred_reference, decode_once_per_frame,
+                                                    smoke_tokens)
 
         decode = decode_once_per_frame(pipeline.decode_images)
         self.teacher = pipeline.flow.model.float().eval().requires_grad_(False)
@@ -233,8 +234,10 @@ def distill_detail_guidance(teacher: str, data_root: str, out: str, config: Guid
             val_ratio = val_gap_ratio()
             logger.log(step, {"val_gap_ratio": val_ratio}, kind="val")
             last["val_gap_ratio"] = val_ratio
-            progress(f"step {step}/{config.steps}: gap ratio {last.get('gap_ratio', float('nan')):.3f} (train), "
-                     f"{val_ratio:.3f} (val, EMA) ({time.perf_counter() - started:.0f} s)")
+            train_ratio = (f"{last['gap_ratio']:.3f} (train, last {config.log_every} steps), "
+                           if "gap_ratio" in last else "")
+            progress(f"step {step}/{config.steps}: gap ratio {train_ratio}{val_ratio:.3f} (val, EMA) "
+                     f"({time.perf_counter() - started:.0f} s)")
             student.train()
         if max_minutes is not None and time.perf_counter() - started > 60 * max_minutes and step < config.steps:
             if step % config.checkpoint_every:
