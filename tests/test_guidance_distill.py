@@ -94,3 +94,17 @@ def test_cli_refuses_to_overwrite_or_to_write_over_the_teacher(teacher, tmp_path
     assert "weight" in capsys.readouterr().err
     assert cli_main(base + ["--out", str(tmp_path / "s"), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_cli_time_limit_stops_after_a_checkpoint_with_its_val_figure(teacher, tmp_path, capsys):
+    """--max-minutes 0 stops after the first step: saved, scored on val, reported; --ema-decay reaches the run."""
+    root, folder = teacher
+    out = str(tmp_path / "s")
+    assert cli_main(["distill-guidance", "--checkpoint", folder, "--data", root, "--out", out, "--steps", "50",
+                     "--batch-size", "2", "--checkpoint-every", "10", "--ema-decay", "0.5", "--max-minutes", "0",
+                     "--frames-per-clip", "6", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "stopped after 0.0 minutes at step 1" in printed and "nan" not in printed
+    info = json.load(open(os.path.join(out, "distill.json")))
+    assert info["steps_done"] == 1 and info["config"]["ema_decay"] == 0.5
+    assert [r["step"] for r in read_metrics(out, "val")] == [1]

@@ -20,11 +20,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--ema-decay", type=float, default=defaults.ema_decay,
+                        help="decay of the student's weight average, the weights saved (default: %(default)s)")
+    parser.add_argument("--frames-per-clip", type=int, default=defaults.frames_per_clip,
+                        help="frames of each training clip: videos need at least this many (default: %(default)s)")
     parser.add_argument("--min-time", type=float, default=defaults.min_time,
                         help="smallest flow time trained (default: %(default)s)")
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop after a checkpoint once this much time has passed (continue with --resume)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="cuda: the student trains under bf16 autocast (default: %(default)s)")
     parser.add_argument("--random-seed", type=int, default=defaults.seed)
     parser.add_argument("--resume", action="store_true", help="continue from --out's train_state.pt")
     parser.add_argument("--overwrite", action="store_true", help="replace a student already in --out")
@@ -44,11 +50,12 @@ def run(args) -> int:
     try:
         config = GuidanceDistillConfig(weight=args.weight, steps=args.steps, batch_size=args.batch_size,
                                        learning_rate=args.learning_rate, min_time=args.min_time,
+                                       ema_decay=args.ema_decay, frames_per_clip=args.frames_per_clip,
                                        checkpoint_every=args.checkpoint_every, seed=args.random_seed)
     except ValueError as err:
         raise DataError(args.out, str(err)) from None
     last = distill_detail_guidance(args.checkpoint, args.data, args.out, config, resume=args.resume,
-                                   max_minutes=args.max_minutes)
+                                   max_minutes=args.max_minutes, device=args.device)
     print(f"student -> {existing}")
     print(describe(last))
     return 0

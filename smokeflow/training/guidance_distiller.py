@@ -96,16 +96,20 @@ class GuidedTarget:
 
 
 def training_draws(clips: torch.Tensor, path, config: GuidanceDistillConfig, generator: torch.Generator):
-    """RIVER's draws on latent clips [B, T, C, h, w] -> (x_t, t, z_ref, z_ctx, distance)."""
+    """RIVER's draws on latent clips [B, T, C, h, w] -> (x_t, t, z_ref, z_ctx, distance), all on the clips'
+    device. Indices and times come from the CPU ``generator``; the latent-sized noise from
+    :func:`~smokeflow.training.step_noise.device_noise_generator` (on CPU: ``generator`` itself)."""
     from smokeflow.flow.path import sample_frame_indices
+    from smokeflow.training.step_noise import device_noise_generator, normal_on
 
-    b = clips.shape[0]
+    b, device = clips.shape[0], clips.device
     target, reference, context = sample_frame_indices(b, clips.shape[1], generator, config.reference_as_context_prob)
     rows = torch.arange(b)
     z = clips[rows, target]
-    t = config.min_time + (1 - config.min_time) * torch.rand(b, generator=generator)
-    eps = torch.randn(z.shape, generator=generator)
-    return path.sample_xt(z, eps, t), t, clips[rows, reference], clips[rows, context], target - context
+    t = (config.min_time + (1 - config.min_time) * torch.rand(b, generator=generator)).to(device)
+    eps = normal_on(z.shape, device_noise_generator(generator, device), device)
+    return (path.sample_xt(z, eps, t), t, clips[rows, reference], clips[rows, context],
+            (target - context).to(device))
 
 
 def _learning_rate(step: int, config: GuidanceDistillConfig) -> float:
@@ -127,10 +131,14 @@ def _copy_teacher_files(teacher: str, out: str) -> None:
 
 
 def distill_detail_guidance(teacher: str, data_root: str, out: str, config: GuidanceDistillConfig,
-                            resume: bool = False, progress=print, max_minutes: float | None = None) -> dict:
+                            resume: bool = False, progress=print, max_minutes: float | None = None,
+                            device: str = "cpu") -> dict:
     """Distil ``teacher`` (a checkpoint folder) guided at ``config.weight`` into a student written to ``out``
     (a new checkpoint folder), training on ``data_root``'s latent cache (``smokeflow encode-latents`` with the
-    teacher). Returns the last logged figures. ``max_minutes`` stops after a checkpoint; resume continues."""
+    teacher). Returns the last logged figures. ``max_minutes`` stops after a checkpoint; resume continues.
+    ``device`` "cuda": teacher, student and batches there, the student's forward and backward under bf16
+    autocast; the teacher's guided target stays float32 (its guided part is a few percent of the velocity,
+    about the size of bf16's rounding of two branches)."""
     from smokeflow.data.latent_cache import LatentClipDataset
     from smokeflow.pipeline import SmokeFlow
     from smokeflow.training.checkpoint_io import load_train_state, save_train_state
@@ -143,7 +151,8 @@ def distill_detail_guidance(teacher: str, data_root: str, out: str, config: Guid
     state_path = os.path.join(out, TRAIN_STATE)
     if resume and not os.path.isfile(state_path):
         raise CheckpointError(state_path, "not found: nothing to resume (start without --resume)")
-    pipeline = SmokeFlow.from_pretrained(teacher)
+    device = torch.device(device)
+    pipeline = SmokeFlow.from_pretrained(teacher, device=device)
     if not pipeline.has_flow:
         raise CheckpointError(teacher, f"has no {FLOW_WEIGHTS} to distil")
     train = LatentClipDataset(data_root, "train", config.frames_per_clip, random_horizontal_flip=True,
@@ -153,7 +162,7 @@ def distill_detail_guidance(teacher: str, data_root: str, out: str, config: Guid
         raise DataError(data_root, f"the latent cache has no training clips of {config.frames_per_clip} frames")
     target_of = GuidedTarget(pipeline, config.weight)
     path = pipeline.flow.path
-    student = type(target_of.teacher)(target_of.teacher.config)
+    student = type(target_of.teacher)(target_of.teacher.config).to(device)
     student.load_state_dict(target_of.teacher.state_dict())
     student.train()
     ema = EMA(student, config.ema_decay)
@@ -162,7 +171,7 @@ def distill_detail_guidance(teacher: str, data_root: str, out: str, config: Guid
     os.makedirs(out, exist_ok=True)
     step = 0
     if resume:
-        state = load_train_state(state_path)
+        state = load_train_state(state_path, device)
         student.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         ema.load_state_dict(state["ema"])
@@ -186,14 +195,14 @@ def distill_detail_guidance(teacher: str, data_root: str, out: str, config: Guid
         val_gen = torch.Generator().manual_seed(1234)
         for _ in range(config.val_batches):
             idx = torch.randint(0, len(val), (config.batch_size,), generator=val_gen).tolist()
-            val_draws.append(training_draws(load_batch(val, idx, "cpu"), path, config, val_gen))
+            val_draws.append(training_draws(load_batch(val, idx, device), path, config, val_gen))
 
     @torch.no_grad()
     def val_gap_ratio() -> float:
         """The EMA student's squared error to the guided target over the teacher's, on fixed val draws."""
         if not val_draws:
             return float("nan")
-        model = type(student)(student.config)
+        model = type(student)(student.config).to(device)
         model.load_state_dict(ema.shadow)
         model.eval()
         errors, gaps = 0.0, 0.0
@@ -203,6 +212,19 @@ def distill_detail_guidance(teacher: str, data_root: str, out: str, config: Guid
             gaps += float((teacher_velocity - target).pow(2).mean())
         return errors / max(gaps, 1e-20)
 
+    def checkpoint(done: int) -> None:
+        """Save, then score the saved EMA student on the val draws (logged, kept in ``last``, reported)."""
+        save(done)
+        val_ratio = val_gap_ratio()
+        logger.log(done, {"val_gap_ratio": val_ratio}, kind="val")
+        last["val_gap_ratio"] = val_ratio
+        train_ratio = (f"{last['gap_ratio']:.3f} (train, last {config.log_every} steps), "
+                       if "gap_ratio" in last else "")
+        progress(f"step {done}/{config.steps}: gap ratio {train_ratio}{val_ratio:.3f} (val, EMA) "
+                 f"({time.perf_counter() - started:.0f} s)")
+        student.train()
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     last: dict = {}
     window = []
     window_start = time.perf_counter()
@@ -210,38 +232,35 @@ def distill_detail_guidance(teacher: str, data_root: str, out: str, config: Guid
         generator = step_generator(config.seed, step, 0, 0)
         indices = torch.randint(0, len(train), (config.batch_size,), generator=generator).tolist()
         train.set_epoch(step)
-        draws = training_draws(load_batch(train, indices, "cpu"), path, config, generator)
+        draws = training_draws(load_batch(train, indices, device), path, config, generator)
         target, teacher_velocity = target_of(*draws)
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, config)
-        loss = (student(*draws) - target).pow(2).mean()
+        with autocast:
+            predicted = student(*draws)
+        loss = (predicted.float() - target).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), config.grad_clip)
         optimizer.step()
         ema.update(student)
-        window.append((float(loss.detach()), float((teacher_velocity - target).pow(2).mean())))
+        # Kept on the device until a log line: reading them every step would make the host wait for the GPU.
+        window.append((loss.detach(), (teacher_velocity - target).pow(2).mean()))
         step += 1
-        if step % config.log_every == 0 or step == config.steps:
-            losses, gaps = zip(*window)
-            last = {"train_loss": sum(losses) / len(losses), "gap_ratio": sum(losses) / max(sum(gaps), 1e-20),
+        out_of_time = (max_minutes is not None and time.perf_counter() - started > 60 * max_minutes
+                       and step < config.steps)
+        if step % config.log_every == 0 or step == config.steps or out_of_time:
+            losses, gaps = (float(torch.stack(column).sum()) for column in zip(*window))
+            last = {"train_loss": losses / len(window), "gap_ratio": losses / max(gaps, 1e-20),
                     "lr": optimizer.param_groups[0]["lr"],
                     "steps_per_s": len(window) / max(time.perf_counter() - window_start, 1e-9)}
             logger.log(step, last, kind="train")
             window, window_start = [], time.perf_counter()
         if step % config.checkpoint_every == 0 or step == config.steps:
-            save(step)
-            val_ratio = val_gap_ratio()
-            logger.log(step, {"val_gap_ratio": val_ratio}, kind="val")
-            last["val_gap_ratio"] = val_ratio
-            train_ratio = (f"{last['gap_ratio']:.3f} (train, last {config.log_every} steps), "
-                           if "gap_ratio" in last else "")
-            progress(f"step {step}/{config.steps}: gap ratio {train_ratio}{val_ratio:.3f} (val, EMA) "
-                     f"({time.perf_counter() - started:.0f} s)")
-            student.train()
-        if max_minutes is not None and time.perf_counter() - started > 60 * max_minutes and step < config.steps:
+            checkpoint(step)
+        if out_of_time:
             if step % config.checkpoint_every:
-                save(step)
+                checkpoint(step)
             progress(f"stopped after {max_minutes} minutes at step {step} (resume with --resume)")
             break
     logger.close()
