@@ -326,7 +326,7 @@ def test_cli_end_to_end_with_a_tiny_trained_checkpoint(tiny_run, tmp_path, capsy
     assert model["nfe_per_frame"] == 4  # heun: 2 evaluations per step
     assert model["settings"] == {"predictor": "model", "steps": 2, "solver": "heun", "warm_start": 0.1,
                                  "context_policy": "per_call", "reencode": False, "warm_start_motion": "auto",
-                                 "detail_guidance": 0.0}
+                                 "detail_guidance": 0.0, "detail": 0.0}
     assert report["settings"]["seed"] == 3 and report["protocol"]["num_samples"] == 2
     assert "advected_last_frame" in report["predictors"]  # the run folder has a motion prior
     assert html_path.read_text().count("plotly") > 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -58,16 +59,23 @@ def test_distillation_closes_the_gap_and_writes_a_checkpoint_that_samples(teache
     assert last["val_gap_ratio"] == val[-1]
     train = read_metrics(out, "train")
     assert [r["step"] for r in train] == [5, 10, 15, 20, 25, 30] and all(r["steps_per_s"] > 0 for r in train)
-    for name in ("vqvae.safetensors", "latent_stats.safetensors", "config.yaml", "flow.safetensors", "distill.json"):
+    for name in ("vqvae.safetensors", "latent_stats.safetensors", "config.yaml", "flow.safetensors",
+                 "flow_detail.safetensors", "distill.json"):
         assert os.path.isfile(os.path.join(out, name)), name
-    weights = load_file(os.path.join(out, "flow.safetensors"))
+    weights = load_file(os.path.join(out, "flow_detail.safetensors"))
     assert all(t.dtype == torch.float16 for t in weights.values() if t.is_floating_point())
     assert json.load(open(os.path.join(out, "distill.json")))["config"]["weight"] == 0.5
     student = SmokeFlow.from_pretrained(out)
-    result = student.predict(student.decode(torch.zeros(1, 16, 8, 8)), num_frames=2, steps=2, num_samples=2)
+    frame = student.decode(torch.zeros(1, 16, 8, 8))
+    result = student.predict(frame, num_frames=2, steps=2, num_samples=2, detail=1.0)
     assert result.frames.shape == (2, 2, 64, 64, 3) and result.nfe == 4  # one network call per step
     teacher_weights = load_file(os.path.join(folder, "flow.safetensors"))
     assert any(not torch.equal(weights[k].float(), teacher_weights[k].float()) for k in weights)
+    # The folder's own flow network is the teacher's: at detail 0 it samples as the teacher does.
+    own = load_file(os.path.join(out, "flow.safetensors"))
+    assert all(torch.equal(own[k], teacher_weights[k]) for k in own)
+    teacher = SmokeFlow.from_pretrained(folder).predict(frame, num_frames=2, steps=2, num_samples=2)
+    assert np.array_equal(student.predict(frame, num_frames=2, steps=2, num_samples=2).frames, teacher.frames)
 
 
 def test_resume_after_a_stop_repeats_the_uninterrupted_run_exactly(teacher, tmp_path):
@@ -78,7 +86,8 @@ def test_resume_after_a_stop_repeats_the_uninterrupted_run_exactly(teacher, tmp_
     stopped = str(tmp_path / "stopped")
     distill_detail_guidance(folder, root, stopped, _config(steps=2), progress=quiet)  # "killed" after step 2
     distill_detail_guidance(folder, root, stopped, _config(steps=4), resume=True, progress=quiet)
-    a, b = load_file(os.path.join(full, "flow.safetensors")), load_file(os.path.join(stopped, "flow.safetensors"))
+    a = load_file(os.path.join(full, "flow_detail.safetensors"))
+    b = load_file(os.path.join(stopped, "flow_detail.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [r["step"] for r in read_metrics(stopped, "train")] == [2, 4]
 
@@ -87,9 +96,14 @@ def test_cli_refuses_to_overwrite_or_to_write_over_the_teacher(teacher, tmp_path
     root, folder = teacher
     base = ["distill-guidance", "--checkpoint", folder, "--data", root, "--steps", "1", "--batch-size", "2"]
     assert cli_main(base + ["--out", folder]) == 2
-    assert "flow weights are already there" in capsys.readouterr().err
-    assert cli_main(base + ["--out", folder, "--overwrite"]) == 2
     assert "not over its teacher" in capsys.readouterr().err
+    done = str(tmp_path / "done")
+    assert cli_main(base + ["--out", done, "--frames-per-clip", "6"]) == 0
+    before = load_file(os.path.join(done, "flow_detail.safetensors"))
+    assert cli_main(base + ["--out", done, "--frames-per-clip", "6"]) == 2
+    assert "detail weights are already there" in capsys.readouterr().err
+    after = load_file(os.path.join(done, "flow_detail.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the refusal left the student as it was
     assert cli_main(base + ["--out", str(tmp_path / "s"), "--weight", "0"]) == 2
     assert "weight" in capsys.readouterr().err
     assert cli_main(base + ["--out", str(tmp_path / "s"), "--resume"]) == 2

@@ -42,6 +42,27 @@ def detail_guidance_weight(text: str) -> float:
     return value
 
 
+def detail_amount(text: str) -> float:
+    """argparse type of ``--detail``: a number in [0, 1]."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def add_detail_argument(parser) -> None:
+    """``--detail`` of evaluate and predict (see :mod:`smokeflow.flow.detail_blend`)."""
+    parser.add_argument("--detail", type=detail_amount, default=0.0, metavar="A",
+                        help="blend this share (0-1) of the checkpoint's detail-distilled network "
+                             "(flow_detail.safetensors) into its flow network: sharper rollouts at no extra cost, "
+                             "at some cost in PSNR; 0 = the network as trained (default: %(default)s)")
+
+
 def add_detail_guidance_argument(parser) -> None:
     """``--detail-guidance`` of evaluate and predict (see :mod:`smokeflow.flow.detail_guidance`)."""
     parser.add_argument("--detail-guidance", type=detail_guidance_weight, default=0.0, metavar="W",

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from smokeflow.commands import add_detail_guidance_argument, add_warm_start_motion_argument
+from smokeflow.commands import add_detail_argument, add_detail_guidance_argument, add_warm_start_motion_argument
 from smokeflow.errors import CheckpointError, ConfigError
 from smokeflow.flow.defaults import DEFAULT_WARM_START
 
@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context-policy", default="per_call", choices=CONTEXT_POLICIES,
                         help="re-draw the context frame at every network call (RIVER) or once per frame")
     add_warm_start_motion_argument(parser)
+    add_detail_argument(parser)
     add_detail_guidance_argument(parser)
     parser.add_argument("--reencode", action=argparse.BooleanOptionalAction, default=False,
                         help="feed each predicted frame back through the autoencoder (decode, encode) before it "
@@ -93,6 +94,8 @@ def _check_sweep_values(grid: dict) -> None:
         raise ConfigError("--sweep: steps must be >= 1")
     if any(not 0.0 <= v < 1.0 for v in grid.get("warm_start", [])):
         raise ConfigError("--sweep: warm_start values must be in [0, 1)")
+    if any(not 0.0 <= v <= 1.0 for v in grid.get("detail", [])):
+        raise ConfigError("--sweep: detail values must be in [0, 1]")
 
 
 def load_pipeline(checkpoint: str, device: str, compile: bool = False):
@@ -130,7 +133,7 @@ def run(args) -> int:
         return FlowModelPredictor(pipe, steps=combo["steps"], solver=combo["solver"], warm_start=combo["warm_start"],
                                   context_policy=args.context_policy, reencode=args.reencode,
                                   warm_start_motion=combo.get("warm_start_motion", args.warm_start_motion),
-                                  detail_guidance=args.detail_guidance)
+                                  detail_guidance=args.detail_guidance, detail=combo.get("detail", args.detail))
 
     if args.sweep:
         try:
@@ -139,7 +142,7 @@ def run(args) -> int:
             raise ConfigError(f"--sweep: {err}") from None
         _check_sweep_values(grid)
         defaults = {"steps": args.steps, "solver": args.solver, "warm_start": args.warm_start,
-                    "warm_start_motion": args.warm_start_motion}
+                    "warm_start_motion": args.warm_start_motion, "detail": args.detail}
         combos = evaluation.sweep_combinations(grid, defaults)
         protocol = {"checkpoint": os.path.abspath(args.checkpoint), "split": args.split,
                     "num_videos": len(videos.names), "num_observed": args.num_observed,
@@ -176,7 +179,7 @@ def run(args) -> int:
 def format_sweep_table(rows: list[dict]) -> str:
     """Sweep rows (as written to the CSV) as a plain-text table."""
     columns = [("predictor", "predictor"), ("steps", "N"), ("solver", "solver"), ("warm_start", "s"),
-               ("warm_start_motion", "motion"),
+               ("warm_start_motion", "motion"), ("detail", "detail"),
                ("nfe_per_frame", "NFE/frame"), ("seconds_per_frame", "s/frame"), ("psnr", "PSNR"),
                ("psnr_best_of_k", "PSNR bestK"), ("ssim", "SSIM"), ("psnr_smoke", "smokePSNR"),
                ("lpips", "LPIPS"), ("change_ratio", "change ratio"), ("rise_ratio", "rise ratio"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from smokeflow.commands import add_detail_guidance_argument, add_warm_start_motion_argument
+from smokeflow.commands import add_detail_argument, add_detail_guidance_argument, add_warm_start_motion_argument
 from smokeflow.flow.defaults import DEFAULT_WARM_START
 
 HELP = "Predict the next frames of a clip (video, frame folder, image or .npz) and write them as .gif/.mp4."
@@ -23,6 +23,7 @@ def add_arguments(parser) -> None:
                         help="warm start s in [0, 1): 0 is pure noise (blurred); the default is the measured best "
                              "look (default: %(default)s)")
     add_warm_start_motion_argument(parser)
+    add_detail_argument(parser)
     add_detail_guidance_argument(parser)
     parser.add_argument("--reencode", action=argparse.BooleanOptionalAction, default=False,
                         help="feed each predicted frame back through the autoencoder (decode, encode) before it "
@@ -75,7 +76,7 @@ def run(args) -> int:
     out = pipe.predict(frames, num_frames=args.num_frames, steps=args.steps, solver=args.solver,
                        warm_start=args.warm_start, num_samples=args.num_samples, seed=args.seed,
                        reencode=args.reencode, warm_start_motion=args.warm_start_motion,
-                       detail_guidance=args.detail_guidance)
+                       detail_guidance=args.detail_guidance, detail=args.detail)
     write_video(args.out, prediction_video(frames, out.frames), fps=args.fps)
     print(f"smokeflow predict: {args.num_samples} sample(s) x {args.num_frames} frames from {len(frames)} "
           f"observed frame(s), {args.solver} N={args.steps} warm start {args.warm_start}: {out.nfe} network "

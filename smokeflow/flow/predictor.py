@@ -18,7 +18,7 @@ from smokeflow.flow.packed_velocity import PackedVelocity, packing_available
 from smokeflow.flow.path import DEFAULT_SIGMA, FlowPath
 from smokeflow.flow.sampler import RolloutProgress, RolloutResult, rollout
 from smokeflow.models.vector_field import VectorField, VectorFieldConfig
-from smokeflow.training.checkpoint_io import FLOW_WEIGHTS, load_state_into
+from smokeflow.training.checkpoint_io import DETAIL_FLOW_WEIGHTS, FLOW_WEIGHTS, load_state_into
 
 
 
@@ -75,6 +75,8 @@ class FlowPredictor:
         self.velocity_fn = None
         self._weights_seen = None
         self._refresh()
+        self.detail_path = None  # a folder's flow_detail.safetensors, if it has one (see set_detail)
+        self._detail_blend = None
 
     def _weights_fingerprint(self) -> tuple:
         """Changes whenever a weight tensor is replaced or modified in place: every in-place change (optimiser
@@ -107,7 +109,31 @@ class FlowPredictor:
         config = FlowConfig.from_section(load_config(config_path).get("flow"))
         model = build_vector_field(config)
         load_flow_weights(model, os.path.join(folder, FLOW_WEIGHTS))
-        return cls(model, FlowPath(config.sigma), device, compile=compile, pack=pack)
+        predictor = cls(model, FlowPath(config.sigma), device, compile=compile, pack=pack)
+        predictor.detail_path = os.path.join(folder, DETAIL_FLOW_WEIGHTS)
+        return predictor
+
+    @property
+    def has_detail(self) -> bool:
+        """Whether the folder had detail weights (``flow_detail.safetensors``) for :meth:`set_detail`."""
+        return self.detail_path is not None and os.path.isfile(self.detail_path)
+
+    def set_detail(self, amount: float) -> None:
+        """Sample from now on with ``amount`` in [0, 1] of the folder's detail weights blended in
+        (:mod:`smokeflow.flow.detail_blend`). 0 needs no detail weights; any other amount raises
+        CheckpointError naming the file when the folder has none."""
+        amount = float(amount)
+        if not 0.0 <= amount <= 1.0:
+            raise ValueError(f"detail must be in [0, 1], got {amount}")
+        if self._detail_blend is None:
+            if amount == 0.0:
+                return
+            if self.detail_path is None:
+                raise ValueError("detail > 0 needs a predictor loaded from a checkpoint folder")
+            from smokeflow.flow.detail_blend import DetailBlend
+
+            self._detail_blend = DetailBlend(self.model, self.detail_path)
+        self._detail_blend.set(amount)
 
     def predict_latents(self, z_obs: torch.Tensor, num_frames: int, steps: int = 10, solver: str = "euler",
                         warm_start: float = 0.0, num_samples: int = 1, seed: int = 0,

@@ -137,14 +137,15 @@ class FlowModelPredictor:
     seed=, context_policy=)`` returning an object with ``.latents`` [K, F, C, h, w] and ``.nfe`` (the
     contract of ``SmokeFlow`` and ``FlowPredictor``). ``warm_start_motion`` ("auto", "off" or (drift, rise);
     ``SmokeFlow`` only, see :meth:`smokeflow.pipeline.SmokeFlow.predict_latents`) is passed on unless None;
-    ``detail_guidance`` (the weight w, ``SmokeFlow`` only) when > 0.
+    ``detail_guidance`` (the weight w, ``SmokeFlow`` only) and ``detail`` (the blend amount a, a source
+    from a checkpoint folder) when > 0.
     """
 
     deterministic = False
 
     def __init__(self, source, steps: int = 10, solver: str = "euler", warm_start: float = 0.0,
                  context_policy: str = "per_call", name: str = "model", reencode: bool = False,
-                 warm_start_motion=None, detail_guidance: float = 0.0):
+                 warm_start_motion=None, detail_guidance: float = 0.0, detail: float = 0.0):
         self.source = source
         self.steps, self.solver, self.warm_start, self.context_policy = steps, solver, warm_start, context_policy
         self.reencode = reencode  # needs a source with the autoencoder (SmokeFlow)
@@ -152,6 +153,7 @@ class FlowModelPredictor:
         # "off" included, is passed: SmokeFlow's default is "auto", so "off" must be said.
         self.warm_start_motion = warm_start_motion
         self.detail_guidance = float(detail_guidance)  # SmokeFlow only; passed on when > 0
+        self.detail = float(detail)  # likewise
         self.name = name
 
     def settings(self) -> dict:
@@ -165,6 +167,7 @@ class FlowModelPredictor:
             "warm_start_motion": list(self.warm_start_motion) if isinstance(self.warm_start_motion, tuple)
             else self.warm_start_motion,
             "detail_guidance": self.detail_guidance,
+            "detail": self.detail,
         }
 
     def predict_latents(self, z_obs, num_frames, num_samples=1, seed=0) -> LatentRollout:
@@ -182,5 +185,6 @@ class FlowModelPredictor:
             **({"reencode": True} if self.reencode else {}),
             **({"warm_start_motion": self.warm_start_motion} if self.warm_start_motion is not None else {}),
             **({"detail_guidance": self.detail_guidance} if self.detail_guidance > 0 else {}),
+            **({"detail": self.detail} if self.detail > 0 else {}),
         )
         return LatentRollout(result.latents, nfe=int(result.nfe), seconds=time.perf_counter() - start)

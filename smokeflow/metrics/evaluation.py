@@ -519,7 +519,7 @@ def protocol_section(videos: EvaluationVideos, num_samples: int, seed: int) -> d
 
 
 # ---------------------------------------------------------------------------------------------- sweeps
-SWEEP_KEYS = ("steps", "solver", "warm_start", "warm_start_motion")
+SWEEP_KEYS = ("steps", "solver", "warm_start", "warm_start_motion", "detail")
 SWEEP_PROTOCOL_COLUMNS = ("checkpoint", "split", "num_videos", "num_observed", "num_frames", "num_samples", "seed")
 SWEEP_RESULT_COLUMNS = (
     "nfe_per_sample", "nfe_per_frame", "seconds_per_frame",
@@ -533,9 +533,10 @@ SWEEP_COLUMNS = ("predictor", *SWEEP_KEYS, *SWEEP_PROTOCOL_COLUMNS, *SWEEP_RESUL
 
 
 def parse_sweep(items: Iterable[str]) -> dict[str, list]:
-    """``["steps=5,10", "solver=euler,heun", "warm_start=0,0.1", "warm_start_motion=auto,off"]`` ->
-    {"steps": [5, 10], ...}. (A given DRIFT,RISE velocity cannot be swept: its comma separates values.)"""
-    converters = {"steps": int, "solver": str, "warm_start": float, "warm_start_motion": _motion_mode}
+    """``["steps=5,10", "solver=euler,heun", "warm_start=0,0.1", "warm_start_motion=auto,off", "detail=0,0.5"]``
+    -> {"steps": [5, 10], ...}. (A given DRIFT,RISE velocity cannot be swept: its comma separates values.)"""
+    converters = {"steps": int, "solver": str, "warm_start": float, "warm_start_motion": _motion_mode,
+                  "detail": float}
     aliases = {"warm-start": "warm_start", "warm-start-motion": "warm_start_motion"}
     grid: dict[str, list] = {}
     for item in items:

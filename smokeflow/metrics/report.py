@@ -169,8 +169,9 @@ def predictor_label(name: str, section: dict) -> str:
         motion = settings.get("warm_start_motion")
         advected = f", advected {motion}" if settings["warm_start"] and motion not in (None, "off") else ""
         guided = f", detail guidance {settings['detail_guidance']}" if settings.get("detail_guidance") else ""
+        detail = f", detail {settings['detail']}" if settings.get("detail") else ""
         return (f"{name} ({settings['solver']} N={settings['steps']} s={settings['warm_start']}{advected}{reencode}"
-                f"{guided})")
+                f"{guided}{detail})")
     return name
 
 
@@ -407,12 +408,16 @@ def write_sweep_html(rows: list[dict], path: str | os.PathLike, title: str = "sm
             figure = go.Figure()
             groups: dict[tuple, list] = {}
             for r in model_rows:
-                groups.setdefault((r["solver"], r["warm_start"]), []).append(r)
-            for (solver, warm_start), group in sorted(groups.items(), key=lambda kv: str(kv[0])):
+                # One line per setting other than N (a sweep of motion modes or detail amounts gets its own lines).
+                key = (r["solver"], r["warm_start"], r.get("warm_start_motion") or "", r.get("detail") or "")
+                groups.setdefault(key, []).append(r)
+            for (solver, warm_start, motion, detail), group in sorted(groups.items(), key=lambda kv: str(kv[0])):
                 group = sorted(group, key=lambda r: number(r[x_key]) or 0.0)
+                label = f"{solver}, warm start {warm_start}" + (f", motion {motion}" if motion else "") + \
+                    (f", detail {detail}" if number(detail) else "")
                 figure.add_trace(go.Scatter(
                     x=[number(r[x_key]) for r in group], y=[number(r.get(metric)) for r in group], mode="lines+markers",
-                    name=f"{solver}, warm start {warm_start}", text=[f"N={r['steps']}" for r in group]))
+                    name=label, text=[f"N={r['steps']}" for r in group]))
             # One dotted line per distinct baseline value (copy-last and linear extrapolation coincide
             # with one observed frame; their labels would otherwise print on top of each other).
             lines: dict[float, list[str]] = {}

@@ -30,6 +30,7 @@ from smokeflow.errors import CheckpointError
 VQVAE_WEIGHTS = "vqvae.safetensors"
 LATENT_STATS = "latent_stats.safetensors"
 FLOW_WEIGHTS = "flow.safetensors"
+DETAIL_FLOW_WEIGHTS = "flow_detail.safetensors"  # optional: the detail-distilled copy of the flow network
 CONFIG_FILE = "config.yaml"
 TRAIN_STATE = "train_state.pt"
 MODEL_CARD = "MODEL_CARD.md"

@@ -11,8 +11,10 @@ with soften = the reference decoded, blurred by 1 px and encoded again, and m it
 ``SmokeFlow.predict(detail_guidance=w)`` does at each step). Training draws are RIVER's (target tau, reference
 tau - 1, context c, index distance) from the teacher's latent cache, with t ~ U[min_time, 1] (the sampler with
 a warm start never visits t < s) and x_t on the path of the true target frame. The student starts as the teacher
-and is fitted by the mean squared error of velocities. It is sampled like any flow network: the output folder
-is a full checkpoint (the teacher's autoencoder, statistics and motion network, the student's EMA weights).
+and is fitted by the mean squared error of velocities. The output folder is a full checkpoint: the teacher's
+files (its flow network too) with the student's EMA weights beside them as ``flow_detail.safetensors``, so
+``SmokeFlow.predict(detail=a)`` samples anywhere between the two (:mod:`smokeflow.flow.detail_blend`; a = 1:
+the student alone).
 
 The scale of the task: the teacher's own velocity is already close to the target (the guided part is a few
 percent of it), so the learning rate is small and the figure to watch is ``gap_ratio``, the student's squared
@@ -33,7 +35,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from smokeflow.errors import CheckpointError, DataError
-from smokeflow.training.checkpoint_io import FLOW_WEIGHTS, MODEL_CARD, TRAIN_STATE, atomic_write, save_weights
+from smokeflow.training.checkpoint_io import (DETAIL_FLOW_WEIGHTS, FLOW_WEIGHTS, MODEL_CARD, TRAIN_STATE,
+                                              atomic_write, save_weights)
 
 DISTILL_INFO = "distill.json"
 
@@ -122,10 +125,11 @@ def _write_text(path: str, text: str) -> None:
 
 
 def _copy_teacher_files(teacher: str, out: str) -> None:
-    """Everything of the teacher's folder but its flow weights, card, pictures and training state."""
+    """Everything of the teacher's folder (its flow weights too) but its detail weights, card, pictures and
+    training state."""
     for name in sorted(os.listdir(teacher)):
         source = os.path.join(teacher, name)
-        if (os.path.isfile(source) and name not in (FLOW_WEIGHTS, MODEL_CARD, TRAIN_STATE)
+        if (os.path.isfile(source) and name not in (DETAIL_FLOW_WEIGHTS, MODEL_CARD, TRAIN_STATE)
                 and not name.endswith((".png", ".gif", ".jsonl"))):
             shutil.copy2(source, os.path.join(out, name))
 
@@ -134,7 +138,7 @@ def distill_detail_guidance(teacher: str, data_root: str, out: str, config: Guid
                             resume: bool = False, progress=print, max_minutes: float | None = None,
                             device: str = "cpu") -> dict:
     """Distil ``teacher`` (a checkpoint folder) guided at ``config.weight`` into a student written to ``out``
-    (a new checkpoint folder), training on ``data_root``'s latent cache (``smokeflow encode-latents`` with the
+    (a new checkpoint folder: the teacher's files, the student as its detail weights), training on ``data_root``'s latent cache (``smokeflow encode-latents`` with the
     teacher). Returns the last logged figures. ``max_minutes`` stops after a checkpoint; resume continues.
     ``device`` "cuda": teacher, student and batches there, the student's forward and backward under bf16
     autocast; the teacher's guided target stays float32 (its guided part is a few percent of the velocity,
@@ -186,7 +190,7 @@ def distill_detail_guidance(teacher: str, data_root: str, out: str, config: Guid
 
     def save(done: int) -> None:
         # float16 like the shipped weights: half the size, and the sampler computes in float32 either way.
-        save_weights(ema.shadow, os.path.join(out, FLOW_WEIGHTS), dtype=torch.float16)
+        save_weights(ema.shadow, os.path.join(out, DETAIL_FLOW_WEIGHTS), dtype=torch.float16)
         save_train_state(state_path, {"step": done, "model": student.state_dict(),
                                       "optimizer": optimizer.state_dict(), "ema": ema.state_dict()})
 

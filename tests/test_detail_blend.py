@@ -1,0 +1,132 @@
+"""The detail blend (smokeflow.flow.detail_blend) on a tiny real flow run: the end points are the two networks
+exactly, the middle is their average, packed sampling follows every change, bad input gets clear errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from smokeflow.cli import main as cli_main
+from smokeflow.errors import CheckpointError
+from smokeflow.pipeline import SmokeFlow
+from smokeflow.training.checkpoint_io import save_weights
+
+from vqvae_helpers import tiny_flow_run
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """(run folder with a made-up flow_detail.safetensors, a copy whose own flow network is those weights,
+    a copy without detail weights)."""
+    base = str(tmp_path_factory.getbasetemp())
+    _, run = tiny_flow_run(base, "blend_run", seed=5, max_steps=4)
+    own = load_file(os.path.join(run, "flow.safetensors"))
+    generator = torch.Generator().manual_seed(0)
+    detail = {k: v + 0.05 * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v
+              for k, v in own.items()}
+    with_detail = os.path.join(base, "blend_with_detail")
+    shutil.copytree(run, with_detail)
+    save_weights(detail, os.path.join(with_detail, "flow_detail.safetensors"))
+    detail_as_own = os.path.join(base, "blend_detail_as_own")
+    shutil.copytree(run, detail_as_own)
+    save_weights(detail, os.path.join(detail_as_own, "flow.safetensors"))
+    return with_detail, detail_as_own, run
+
+
+def _frames(pipe):
+    frame = pipe.decode(torch.zeros(1, 16, 8, 8))[0]
+    frame[20:44, 24:40] = 180
+    return frame[None]
+
+
+def _predict(pipe, frames, **kwargs):
+    return pipe.predict(frames, num_frames=3, steps=3, num_samples=2, seed=4, **kwargs).frames
+
+
+def test_end_points_are_the_two_networks_and_the_middle_their_average(folders):
+    with_detail, _, _ = folders
+    pipe = SmokeFlow.from_pretrained(with_detail)
+    model = pipe.flow.model
+    own = {k: v.clone() for k, v in model.state_dict().items()}
+    detail = load_file(os.path.join(with_detail, "flow_detail.safetensors"))
+    pipe.flow.set_detail(1.0)
+    assert all(torch.equal(model.state_dict()[k], detail[k].float()) for k in detail)
+    pipe.flow.set_detail(0.5)
+    for k in detail:
+        torch.testing.assert_close(model.state_dict()[k], (own[k] + detail[k].float()) / 2, rtol=0, atol=1e-6)
+    pipe.flow.set_detail(0.0)
+    assert all(torch.equal(model.state_dict()[k], own[k]) for k in own)
+
+
+def test_sampling_follows_the_blend_back_and_forth(folders):
+    """Detail 1 samples exactly as a folder whose own network is the detail weights; back at 0, exactly as before
+    (the packed copy of the network is rebuilt after each change)."""
+    with_detail, detail_as_own, run = folders
+    pipe = SmokeFlow.from_pretrained(with_detail)
+    frames = _frames(pipe)
+    plain = _predict(pipe, frames)
+    assert np.array_equal(plain, _predict(SmokeFlow.from_pretrained(run), frames))
+    sharp = _predict(pipe, frames, detail=1.0)
+    assert np.array_equal(sharp, _predict(SmokeFlow.from_pretrained(detail_as_own), frames))
+    assert not np.array_equal(sharp, plain)
+    middle = _predict(pipe, frames, detail=0.5)
+    assert not np.array_equal(middle, plain) and not np.array_equal(middle, sharp)
+    assert np.array_equal(_predict(pipe, frames), plain)
+
+
+def test_bad_amounts_and_missing_or_unfit_detail_weights_get_clear_errors(folders, tmp_path):
+    with_detail, _, run = folders
+    pipe = SmokeFlow.from_pretrained(with_detail)
+    with pytest.raises(ValueError, match=r"detail must be in \[0, 1\]"):
+        pipe.predict(_frames(pipe), num_frames=1, steps=1, detail=1.5)
+    without = SmokeFlow.from_pretrained(run)
+    assert _predict(without, _frames(without), detail=0.0).shape == (2, 3, 64, 64, 3)  # 0 needs no file
+    with pytest.raises(CheckpointError, match="flow_detail.safetensors: no detail weights here"):
+        without.predict(_frames(without), num_frames=1, steps=1, detail=0.5)
+    unfit = str(tmp_path / "unfit")
+    shutil.copytree(run, unfit)
+    save_weights({"something.else": torch.zeros(3)}, os.path.join(unfit, "flow_detail.safetensors"))
+    with pytest.raises(CheckpointError, match="flow_detail.safetensors.*do not fit"):
+        SmokeFlow.from_pretrained(unfit).predict(_frames(without), num_frames=1, steps=1, detail=1.0)
+
+
+def test_cli_detail_option(folders, tmp_path, capsys):
+    with_detail, _, run = folders
+    clip = str(tmp_path / "clip.gif")
+    pipe = SmokeFlow.from_pretrained(run)
+    from smokeflow.data.video_io import write_video
+
+    write_video(clip, _frames(pipe).repeat(2, axis=0), fps=4)
+    base = ["predict", "--input", clip, "--num-frames", "2", "--steps", "2"]
+    assert cli_main(base + ["--checkpoint", with_detail, "--detail", "1", "--out", str(tmp_path / "a.gif")]) == 0
+    assert os.path.isfile(tmp_path / "a.gif")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli_main(base + ["--checkpoint", with_detail, "--detail", "2", "--out", str(tmp_path / "b.gif")])
+    assert "must be in [0, 1]" in capsys.readouterr().err
+    assert cli_main(base + ["--checkpoint", run, "--detail", "0.5", "--out", str(tmp_path / "c.gif")]) == 2
+    assert "no detail weights here" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "c.gif")
+
+
+def test_evaluate_sweeps_the_detail_amount(folders, tmp_path):
+    """`evaluate --sweep detail=0,1` on the tiny run: one CSV row per amount, and the amount reaches sampling."""
+    import csv
+
+    from vqvae_helpers import tiny_dataset
+
+    with_detail, _, _ = folders
+    root = tiny_dataset(str(tmp_path.parent))
+    csv_path = tmp_path / "detail.csv"
+    common = ["evaluate", "--checkpoint", with_detail, "--data", root, "--split", "val", "--num-frames", "2",
+              "--steps", "2", "--no-fvd-download", "--no-progress", "--no-baselines"]
+    assert cli_main([*common, "--sweep", "detail=0,1", "--csv", str(csv_path)]) == 0
+    with open(csv_path) as fh:
+        plain, sharp = list(csv.DictReader(fh))
+    assert (float(plain["detail"]), float(sharp["detail"])) == (0.0, 1.0) and plain["psnr"] != sharp["psnr"]
+    assert cli_main([*common, "--sweep", "detail=0,2", "--csv", str(tmp_path / "bad.csv")]) == 2
