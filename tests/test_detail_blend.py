@@ -104,7 +104,7 @@ def test_cli_detail_option(folders, tmp_path, capsys):
     write_video(clip, _frames(pipe).repeat(2, axis=0), fps=4)
     base = ["predict", "--input", clip, "--num-frames", "2", "--steps", "2"]
     assert cli_main(base + ["--checkpoint", with_detail, "--detail", "1", "--out", str(tmp_path / "a.gif")]) == 0
-    assert os.path.isfile(tmp_path / "a.gif")
+    assert os.path.isfile(tmp_path / "a.gif") and "warm start 0.2, detail 1.0:" in capsys.readouterr().out
     capsys.readouterr()
     with pytest.raises(SystemExit):
         cli_main(base + ["--checkpoint", with_detail, "--detail", "2", "--out", str(tmp_path / "b.gif")])

@@ -79,7 +79,8 @@ def run(args) -> int:
                        detail_guidance=args.detail_guidance, detail=args.detail)
     write_video(args.out, prediction_video(frames, out.frames), fps=args.fps)
     print(f"smokeflow predict: {args.num_samples} sample(s) x {args.num_frames} frames from {len(frames)} "
-          f"observed frame(s), {args.solver} N={args.steps} warm start {args.warm_start}: {out.nfe} network "
+          f"observed frame(s), {args.solver} N={args.steps} warm start {args.warm_start}"
+          f"{f', detail {args.detail}' if args.detail else ''}: {out.nfe} network "
           f"evaluations per sample, {out.seconds:.2f} s{describe_warm_start_motion(out.warm_start_motion)} "
           f"-> {args.out}")
     return 0
