@@ -137,8 +137,7 @@ class FlowModelPredictor:
     seed=, context_policy=)`` returning an object with ``.latents`` [K, F, C, h, w] and ``.nfe`` (the
     contract of ``SmokeFlow`` and ``FlowPredictor``). ``warm_start_motion`` ("auto", "off" or (drift, rise);
     ``SmokeFlow`` only, see :meth:`smokeflow.pipeline.SmokeFlow.predict_latents`) is passed on unless None;
-    ``detail_guidance`` (the weight w, ``SmokeFlow`` only) and ``detail`` (the blend amount a, a source
-    from a checkpoint folder) when > 0.
+    ``detail_guidance`` (the weight w) and ``detail`` (the blend amount a) when > 0, both ``SmokeFlow`` only.
     """
 
     deterministic = False
@@ -153,7 +152,7 @@ class FlowModelPredictor:
         # "off" included, is passed: SmokeFlow's default is "auto", so "off" must be said.
         self.warm_start_motion = warm_start_motion
         self.detail_guidance = float(detail_guidance)  # SmokeFlow only; passed on when > 0
-        self.detail = float(detail)  # likewise
+        self.detail = float(detail)  # SmokeFlow only; passed on when > 0
         self.name = name
 
     def settings(self) -> dict:
