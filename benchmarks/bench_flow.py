@@ -8,10 +8,12 @@ decoding; the network at >= 70 % of the matmul figure at batch 8 and >= 50 % at 
 (bf16 is about 2x slower there), bf16 autocast on CUDA. Other jobs on the machine make numbers noisy:
 see below.
 
-Every figure is printed for three forms of the per-step call: plain eager PyTorch, eager with the linear
-weights pre-packed for oneDNN and GELU fused (the default on CPU, ``smokeflow/flow/packed_velocity.py``), and
-``torch.compile`` of that (``SmokeFlow.from_pretrained(..., compile=True)`` / ``--compile``), with the one-off
-compile time; ``--no-compile`` skips the last. The machine's speed drifts by tens of percent within
+Every figure is printed for four forms of the per-step call: plain eager PyTorch, eager with the linear
+weights pre-packed for oneDNN and GELU fused (the default on CPU, ``smokeflow/flow/packed_velocity.py``), the
+int8 network (``smokeflow/flow/int8_velocity.py``, ``--int8``; where this PyTorch has a quantised CPU engine;
+its GFLOP/s count int8 multiply-adds as FLOPs) and ``torch.compile`` of the packed one
+(``SmokeFlow.from_pretrained(..., compile=True)`` / ``--compile``), with the one-off compile time;
+``--no-compile`` skips the last. The machine's speed drifts by tens of percent within
 minutes, so each network figure is timed right beside the matmul, round after round, and reported as the
 median ratio with its range; rollout times are given as best and median.
 """
@@ -29,6 +31,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from smokeflow.config import load_config  # noqa: E402
+from smokeflow.flow.int8_velocity import int8_available  # noqa: E402
 from smokeflow.flow.packed_velocity import PackedLinear, packing_available  # noqa: E402
 from smokeflow.flow.predictor import FlowConfig, FlowPredictor  # noqa: E402
 
@@ -166,10 +169,13 @@ def main() -> int:
     variants = [("plain", FlowPredictor(model, predictor.path, pack=False))]
     if packing_available():
         variants.append(("packed", FlowPredictor(model, predictor.path, pack=True)))
+    if int8_available():
+        variants.append(("int8", FlowPredictor(model, predictor.path, int8=True)))
     if not args.no_compile:
         variants.append(("compiled", FlowPredictor(model, predictor.path, compile=True)))
     print("plain: eager PyTorch; packed: eager with oneDNN pre-packed weights and fused GELU (the default on "
-          "CPU); compiled: torch.compile of the packed network (--compile)")
+          "CPU); int8: the blocks' linear layers in int8 (--int8; its GFLOP/s count int8 multiply-adds as FLOPs); "
+          "compiled: torch.compile of the packed network (--compile)")
     print(f"each ratio: median over 7 rounds of (network, then a {1024}^3 fp32 matmul right beside it), "
           "with the range over rounds")
 
@@ -202,6 +208,17 @@ def main() -> int:
 
         guided_name = f"packed, advected warm start, detail guidance {args.detail_guidance}"
         added = [("packed, advected warm start", advected_rollout), (guided_name, guided_rollout)]
+        if int8_available():
+            from smokeflow.pipeline import SmokeFlow
+
+            int8_pipe = SmokeFlow.from_pretrained(args.checkpoint, device="cpu", int8=True)
+
+            def int8_advected_rollout():
+                out = int8_pipe.predict_latents(z_obs, 9, steps=10, solver="euler", warm_start=0.1, num_samples=1)
+                decode(out.latents[0])
+                return out
+
+            added.append(("int8, advected warm start", int8_advected_rollout))
         if pipe.flow.has_detail:
             # The detail blend (--detail): a second pipeline set once to the blend; the same work per step as
             # the plain network. Setting it is a one-time cost (blend, then the re-pack at the first rollout).

@@ -90,9 +90,10 @@ class SmokeFlow:
     """A frozen VQVAE with its latent normalisation, plus (optionally) the flow predictor."""
 
     def __init__(self, vqvae: VQVAE, normalizer: LatentNormalizer, config: dict, folder: str | None = None,
-                 device: str | torch.device = "cpu", compile: bool = False):
+                 device: str | torch.device = "cpu", compile: bool = False, int8: bool = False):
         self.device = torch.device(device)
         self.compile = compile
+        self.int8 = int8
         self.vqvae = vqvae.to(self.device).eval()
         self.normalizer = normalizer.to(self.device)
         self.config = config
@@ -102,11 +103,13 @@ class SmokeFlow:
     # ------------------------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device = "cpu",
-                        compile: bool = False) -> "SmokeFlow":
+                        compile: bool = False, int8: bool = False) -> "SmokeFlow":
         """Load a checkpoint folder (shipped ``checkpoints/default`` or a run folder ``runs/<name>``).
 
         compile: run the flow network's per-step call through ``torch.compile`` (faster at batch 1; the first
         prediction compiles for up to ~40 s on a 2-core CPU; see :mod:`smokeflow.flow.compiled_velocity`).
+        int8: run its transformer blocks with int8 weights and activations (CPU only; faster, slightly different
+        numbers; see :mod:`smokeflow.flow.int8_velocity`).
 
         Raises CheckpointError naming the file for a missing folder/file, a truncated or corrupt weights
         file, or weights that do not fit the config.
@@ -134,7 +137,7 @@ class SmokeFlow:
         if normalizer.mean.numel() != vqvae_config.latent_channels:
             raise CheckpointError(stats_path, f"statistics have {normalizer.mean.numel()} channels, the VQVAE "
                                               f"has {vqvae_config.latent_channels}")
-        return cls(vqvae, normalizer, config, folder, device, compile=compile)
+        return cls(vqvae, normalizer, config, folder, device, compile=compile, int8=int8)
 
     @property
     def input_size(self) -> int:
@@ -154,7 +157,7 @@ class SmokeFlow:
                                      "that has one, e.g. checkpoints/default")
             from smokeflow.flow.predictor import FlowPredictor
 
-            self._flow = FlowPredictor.from_folder(self.folder, self.device, compile=self.compile)
+            self._flow = FlowPredictor.from_folder(self.folder, self.device, compile=self.compile, int8=self.int8)
         return self._flow
 
     # ------------------------------------------------------------------------------- autoencoder

@@ -24,3 +24,19 @@ def raw_clip_path() -> str:
     if not os.path.isfile(RAW_CLIP):
         pytest.skip(f"real sample clip not found at {RAW_CLIP}")
     return RAW_CLIP
+
+
+@pytest.fixture(scope="module")
+def predictor(repo_root):
+    """A FlowPredictor of configs/tiny.yaml with random weights (a non-zero head, so velocities are not all 0);
+    one per test module, which may change its weights in place and put them back."""
+    import torch
+
+    from smokeflow.config import load_config
+    from smokeflow.flow.predictor import FlowConfig, FlowPredictor
+
+    torch.manual_seed(0)
+    config = FlowConfig.from_section(load_config(f"{repo_root}/configs/tiny.yaml")["flow"])
+    pred = FlowPredictor.from_config(config)
+    torch.nn.init.normal_(pred.model.head.weight, std=0.1)
+    return pred

@@ -122,3 +122,20 @@ def test_detail_guidance_doubles_the_evaluations_and_changes_the_prediction(run_
     with pytest.raises(SystemExit):
         cli_main([*args, "--detail-guidance", "-1", "--out", str(tmp_path / "bad.gif")])
     assert "--detail-guidance" in capsys.readouterr().err and not (tmp_path / "bad.gif").exists()
+
+
+def test_int8_predicts_the_same_video_shape_and_says_so(run_folder, clip, tmp_path, capsys):
+    """`--int8` reaches FlowPredictor through SmokeFlow (int8 transformer blocks on the CPU)."""
+    from smokeflow.data.video_io import read_video
+    from smokeflow.flow.int8_velocity import int8_available
+
+    if not int8_available():
+        pytest.skip("this PyTorch has no quantised CPU engine")
+    args = ["predict", "--checkpoint", run_folder, "--input", clip, "--num-frames", "2", "--steps", "2", "--seed", "2"]
+    assert cli_main([*args, "--int8", "--out", str(tmp_path / "int8.gif")]) == 0
+    assert "int8 network: 4 network evaluations per sample" in capsys.readouterr().out
+    assert read_video(str(tmp_path / "int8.gif")).shape == (3, 64, 64, 3)
+    with pytest.raises(SystemExit):
+        cli_main([*args, "--int8", "--compile", "--out", str(tmp_path / "both.gif")])
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert not (tmp_path / "both.gif").exists()

@@ -7,15 +7,6 @@ from smokeflow.config import load_config
 from smokeflow.flow.predictor import FlowConfig, FlowPredictor
 
 
-@pytest.fixture(scope="module")
-def predictor(repo_root):
-    torch.manual_seed(0)
-    config = FlowConfig.from_section(load_config(f"{repo_root}/configs/tiny.yaml")["flow"])
-    pred = FlowPredictor.from_config(config)
-    torch.nn.init.normal_(pred.model.head.weight, std=0.1)
-    return pred
-
-
 def _obs(predictor, t_obs):
     c, (h, w) = predictor.model.config.state_size, predictor.model.config.state_res
     return torch.randn(t_obs, c, h, w, generator=torch.Generator().manual_seed(3))

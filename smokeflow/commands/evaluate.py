@@ -15,7 +15,8 @@ import os
 import sys
 import time
 
-from smokeflow.commands import add_detail_argument, add_detail_guidance_argument, add_warm_start_motion_argument
+from smokeflow.commands import (add_detail_argument, add_detail_guidance_argument, add_network_speed_arguments,
+                                add_warm_start_motion_argument)
 from smokeflow.errors import CheckpointError, ConfigError
 from smokeflow.flow.defaults import DEFAULT_WARM_START
 
@@ -64,9 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Kinetics-400 I3D weights i3d_pretrained_400.pt (default: the torch hub cache)")
     parser.add_argument("--no-fvd-download", action="store_true", help="do not try to download the I3D weights")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the flow network (faster per step; the first call compiles for "
-                             "up to ~40 s)")
+    add_network_speed_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -98,7 +97,7 @@ def _check_sweep_values(grid: dict) -> None:
         raise ConfigError("--sweep: detail values must be in [0, 1]")
 
 
-def load_pipeline(checkpoint: str, device: str, compile: bool = False):
+def load_pipeline(checkpoint: str, device: str, compile: bool = False, int8: bool = False):
     """SmokeFlow from a checkpoint folder; a clear error when the folder or the pipeline is missing."""
     if not os.path.isdir(checkpoint):
         raise CheckpointError(checkpoint, "checkpoint folder not found")
@@ -106,7 +105,7 @@ def load_pipeline(checkpoint: str, device: str, compile: bool = False):
         from smokeflow.pipeline import SmokeFlow
     except ImportError as err:
         raise CheckpointError(checkpoint, f"cannot load models: smokeflow.pipeline is unavailable ({err})") from None
-    return SmokeFlow.from_pretrained(checkpoint, device=device, compile=compile)
+    return SmokeFlow.from_pretrained(checkpoint, device=device, compile=compile, int8=int8)
 
 
 def run(args) -> int:
@@ -122,7 +121,7 @@ def run(args) -> int:
                                                args.num_videos, args.start_frame)
     print(f"evaluate: {len(videos.names)} videos of {args.data}/{args.split}"
           + (f" ({len(videos.skipped)} too short, skipped)" if videos.skipped else ""), file=sys.stderr)
-    pipe = load_pipeline(args.checkpoint, args.device, compile=args.compile)
+    pipe = load_pipeline(args.checkpoint, args.device, compile=args.compile, int8=args.int8)
     lpips_availability = load_lpips(args.lpips_weights, args.device)
     if not lpips_availability.available:
         print(lpips_availability.reason, file=sys.stderr)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from smokeflow.commands import add_detail_argument, add_detail_guidance_argument, add_warm_start_motion_argument
+from smokeflow.commands import (add_detail_argument, add_detail_guidance_argument, add_network_speed_arguments,
+                                add_warm_start_motion_argument)
 from smokeflow.flow.defaults import DEFAULT_WARM_START
 
 HELP = "Predict the next frames of a clip (video, frame folder, image or .npz) and write them as .gif/.mp4."
@@ -33,9 +34,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--observed", type=int, default=None,
                         help="use only the last this-many frames of the input as observations (default: all)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the flow network (faster per step; the first call compiles for "
-                             "up to ~40 s)")
+    add_network_speed_arguments(parser)
     parser.add_argument("--fps", type=int, default=8)
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
@@ -72,7 +71,7 @@ def run(args) -> int:
         if args.observed < 1:
             raise DataError(args.input, f"--observed must be >= 1, got {args.observed}")
         frames = frames[-args.observed:]
-    pipe = SmokeFlow.from_pretrained(args.checkpoint, device=args.device, compile=args.compile)
+    pipe = SmokeFlow.from_pretrained(args.checkpoint, device=args.device, compile=args.compile, int8=args.int8)
     out = pipe.predict(frames, num_frames=args.num_frames, steps=args.steps, solver=args.solver,
                        warm_start=args.warm_start, num_samples=args.num_samples, seed=args.seed,
                        reencode=args.reencode, warm_start_motion=args.warm_start_motion,
@@ -80,7 +79,7 @@ def run(args) -> int:
     write_video(args.out, prediction_video(frames, out.frames), fps=args.fps)
     print(f"smokeflow predict: {args.num_samples} sample(s) x {args.num_frames} frames from {len(frames)} "
           f"observed frame(s), {args.solver} N={args.steps} warm start {args.warm_start}"
-          f"{f', detail {args.detail}' if args.detail else ''}: {out.nfe} network "
+          f"{f', detail {args.detail}' if args.detail else ''}{', int8 network' if args.int8 else ''}: {out.nfe} network "
           f"evaluations per sample, {out.seconds:.2f} s{describe_warm_start_motion(out.warm_start_motion)} "
           f"-> {args.out}")
     return 0

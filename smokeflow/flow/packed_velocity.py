@@ -108,8 +108,12 @@ class PackedVelocity:
     _MAX_CACHED_TIMES = 256
 
     def __init__(self, model: VectorField):
-        self.network = packed_copy(model)
+        self.network = self._make_network(model)
         self._time_tokens: dict[bytes, torch.Tensor] = {}
+
+    def _make_network(self, model: VectorField) -> VectorField:
+        """The inference-only copy this callable runs (subclasses swap in other copies)."""
+        return packed_copy(model)
 
     def time_token(self, t: torch.Tensor) -> torch.Tensor:
         """``network.time_token(t)``, cached by the values of t (float [B]): a fixed-step solver meets the same

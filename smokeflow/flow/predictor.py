@@ -54,12 +54,14 @@ class FlowPredictor:
     """Predicts future latent frames with a trained vector field (see :func:`smokeflow.flow.sampler.rollout`)."""
 
     def __init__(self, model: VectorField, path: FlowPath, device: str | torch.device = "cpu",
-                 compile: bool = False, pack: bool | None = None):
+                 compile: bool = False, pack: bool | None = None, int8: bool = False):
         """compile: run the per-step network call through ``torch.compile`` (see
         :mod:`smokeflow.flow.compiled_velocity`: faster at batch 1, but the first call compiles for seconds).
         pack: run it with the linear weights pre-packed for oneDNN (:mod:`smokeflow.flow.packed_velocity`);
         None = wherever that works (CPU, float32 weights, a PyTorch with oneDNN). Both work on a snapshot of
-        the weights, which is made again before a rollout when the model's weights have changed."""
+        the weights, which is made again before a rollout when the model's weights have changed.
+        int8: run the transformer blocks with int8 weights and activations (:mod:`smokeflow.flow.int8_velocity`;
+        CPU, float32 weights, not with compile), the rest packed as above."""
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.path = path
@@ -70,6 +72,16 @@ class FlowPredictor:
                              f"(device {self.device}, oneDNN {'available' if packing_available() else 'missing'})")
         if pack is None:
             pack = can_pack
+        if int8:
+            from smokeflow.flow.int8_velocity import int8_available
+
+            if compile:
+                raise ValueError("int8 and compile cannot be combined: choose one")
+            if self.device.type != "cpu" or next(model.parameters()).dtype != torch.float32 or not int8_available():
+                raise ValueError("int8=True needs float32 weights on the CPU and a PyTorch with a quantised CPU "
+                                 f"engine (device {self.device}, engines "
+                                 f"{list(torch.backends.quantized.supported_engines)})")
+        self.int8 = bool(int8)
         self.packed = bool(pack)
         self.compile = bool(compile)
         self.velocity_fn = None
@@ -86,7 +98,11 @@ class FlowPredictor:
     def _refresh(self):
         """(Re)build the packed / compiled per-step call from the model's current weights."""
         self._weights_seen = self._weights_fingerprint()
-        if self.compile:
+        if self.int8:
+            from smokeflow.flow.int8_velocity import Int8Velocity
+
+            self.velocity_fn = Int8Velocity(self.model)
+        elif self.compile:
             from smokeflow.flow.compiled_velocity import CompiledVelocity
 
             self.velocity_fn = CompiledVelocity(self.model, packed=self.packed)
@@ -100,7 +116,7 @@ class FlowPredictor:
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, device: str | torch.device = "cpu",
-                    compile: bool = False, pack: bool | None = None) -> "FlowPredictor":
+                    compile: bool = False, pack: bool | None = None, int8: bool = False) -> "FlowPredictor":
         """Load ``config.yaml`` (flow section) and ``flow.safetensors`` from a checkpoint folder."""
         folder = os.fspath(folder)
         config_path = os.path.join(folder, "config.yaml")
@@ -109,7 +125,7 @@ class FlowPredictor:
         config = FlowConfig.from_section(load_config(config_path).get("flow"))
         model = build_vector_field(config)
         load_flow_weights(model, os.path.join(folder, FLOW_WEIGHTS))
-        predictor = cls(model, FlowPath(config.sigma), device, compile=compile, pack=pack)
+        predictor = cls(model, FlowPath(config.sigma), device, compile=compile, pack=pack, int8=int8)
         predictor.detail_path = os.path.join(folder, DETAIL_FLOW_WEIGHTS)
         return predictor
 

@@ -167,6 +167,8 @@ class FlowModelPredictor:
             else self.warm_start_motion,
             "detail_guidance": self.detail_guidance,
             "detail": self.detail,
+            # Only when on, so reports of the float32 network read as before.
+            **({"int8": True} if getattr(self.source, "int8", False) else {}),
         }
 
     def predict_latents(self, z_obs, num_frames, num_samples=1, seed=0) -> LatentRollout:
