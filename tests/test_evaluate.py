@@ -348,3 +348,23 @@ def test_cli_end_to_end_with_a_tiny_trained_checkpoint(tiny_run, tmp_path, capsy
         auto, off = list(csv.DictReader(fh))
     assert (auto["warm_start_motion"], off["warm_start_motion"]) == ("auto", "off")
     assert auto["psnr"] != off["psnr"] and auto["rise_ratio"] != off["rise_ratio"]
+
+
+def test_cli_evaluates_the_int8_network_and_labels_it(tiny_run, tmp_path, capsys):
+    from smokeflow.cli import main
+    from smokeflow.flow.int8_velocity import int8_available
+
+    if not int8_available():
+        pytest.skip("this PyTorch has no quantised CPU engine")
+    run_dir, root = tiny_run
+    json_path = tmp_path / "int8.json"
+    assert main(["evaluate", "--checkpoint", run_dir, "--data", root, "--split", "test", "--num-frames", "2",
+                 "--steps", "2", "--no-baselines", "--no-fvd-download", "--no-progress", "--int8",
+                 "--json", str(json_path)]) == 0
+    assert "advected auto, int8)" in capsys.readouterr().out
+    report = json.loads(json_path.read_text())
+    validate_report(report)
+    assert report["predictors"]["model"]["settings"]["int8"] is True and report["settings"]["int8"] is True
+    assert main(["evaluate", "--checkpoint", run_dir, "--data", root, "--split", "test", "--int8", "--device",
+                 "cuda", "--no-progress"]) == 2
+    assert "--int8 runs the network on the CPU only" in capsys.readouterr().err

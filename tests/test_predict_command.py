@@ -138,4 +138,6 @@ def test_int8_predicts_the_same_video_shape_and_says_so(run_folder, clip, tmp_pa
     with pytest.raises(SystemExit):
         cli_main([*args, "--int8", "--compile", "--out", str(tmp_path / "both.gif")])
     assert "not allowed with argument" in capsys.readouterr().err
-    assert not (tmp_path / "both.gif").exists()
+    assert cli_main([*args, "--int8", "--device", "cuda", "--out", str(tmp_path / "cuda.gif")]) == 2
+    assert "--int8 runs the network on the CPU only" in capsys.readouterr().err
+    assert not (tmp_path / "both.gif").exists() and not (tmp_path / "cuda.gif").exists()

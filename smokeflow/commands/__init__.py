@@ -81,3 +81,12 @@ def add_network_speed_arguments(parser) -> None:
     group.add_argument("--int8", action="store_true",
                        help="run the flow network's transformer blocks with int8 weights and activations on the "
                             "CPU (about 1.2x faster rollouts; small metric changes, see the model card)")
+
+
+def check_network_speed_arguments(args) -> None:
+    """ConfigError for ``--int8`` off the CPU (the int8 network runs on the CPU's quantised engine only)."""
+    from smokeflow.errors import ConfigError
+
+    if args.int8 and str(args.device).split(":")[0] != "cpu":
+        raise ConfigError(f"--int8 runs the network on the CPU only, not on --device {args.device}: drop --int8 "
+                          "(CUDA runs bf16) or use --device cpu")

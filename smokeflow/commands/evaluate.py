@@ -16,7 +16,7 @@ import sys
 import time
 
 from smokeflow.commands import (add_detail_argument, add_detail_guidance_argument, add_network_speed_arguments,
-                                add_warm_start_motion_argument)
+                                add_warm_start_motion_argument, check_network_speed_arguments)
 from smokeflow.errors import CheckpointError, ConfigError
 from smokeflow.flow.defaults import DEFAULT_WARM_START
 
@@ -115,6 +115,7 @@ def run(args) -> int:
     from smokeflow.metrics.lpips_metric import load_lpips
 
     _check_arguments(args)
+    check_network_speed_arguments(args)
     started = time.perf_counter()
     progress = not args.no_progress
     videos = evaluation.load_evaluation_videos(args.data, args.split, args.num_observed, args.num_frames,

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from smokeflow.commands import (add_detail_argument, add_detail_guidance_argument, add_network_speed_arguments,
-                                add_warm_start_motion_argument)
+                                add_warm_start_motion_argument, check_network_speed_arguments)
 from smokeflow.flow.defaults import DEFAULT_WARM_START
 
 HELP = "Predict the next frames of a clip (video, frame folder, image or .npz) and write them as .gif/.mp4."
@@ -62,6 +62,7 @@ def run(args) -> int:
     from smokeflow.errors import DataError
     from smokeflow.pipeline import SmokeFlow
 
+    check_network_speed_arguments(args)
     if os.path.exists(args.out) and not args.overwrite:
         raise DataError(args.out, "output exists; pass --overwrite to replace it")
     if not args.out.lower().endswith((".gif", ".mp4")):
