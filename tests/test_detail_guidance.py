@@ -7,7 +7,7 @@ from smokeflow.flow.detail_guidance import (DetailGuidance, blurred_reference, d
                                             smoke_tokens)
 from smokeflow.flow.sampler import rollout
 
-from test_sampler import _obs, predictor  # noqa: F401 - the sampler tests' tiny network and latents
+from test_sampler import _obs  # the sampler tests' latents (the tiny network: conftest's predictor)
 
 
 def test_zero_weight_or_an_identity_soften_is_plain_sampling(predictor):
