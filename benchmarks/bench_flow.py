@@ -192,10 +192,11 @@ def main() -> int:
         first[name] = time.perf_counter() - start
     if pipe is not None and pipe.motion_prior is not None:
         # The advected warm start (the default of SmokeFlow.predict from one frame): the pipeline's own packed
-        # predictor, plus a decode-shift-encode of the previous frame before each frame.
+        # predictor, plus a decode-shift-encode of the previous frame before each frame (whose decodes the output
+        # reuses).
         def advected_rollout():
             out = pipe.predict_latents(z_obs, 9, steps=10, solver="euler", warm_start=0.1, num_samples=1)
-            decode(out.latents[0])
+            pipe.decode_rollout(out)  # as SmokeFlow.predict: frames 1-8 were decoded in the loop
             return out
 
         # Detail guidance (--detail-guidance): a blur of the previous frame (decode, blur, encode) per frame and
@@ -203,7 +204,7 @@ def main() -> int:
         def guided_rollout():
             out = pipe.predict_latents(z_obs, 9, steps=10, solver="euler", warm_start=0.1, num_samples=1,
                                        detail_guidance=args.detail_guidance)
-            decode(out.latents[0])
+            pipe.decode_rollout(out)
             return out
 
         guided_name = f"packed, advected warm start, detail guidance {args.detail_guidance}"
@@ -215,7 +216,7 @@ def main() -> int:
 
             def int8_advected_rollout():
                 out = int8_pipe.predict_latents(z_obs, 9, steps=10, solver="euler", warm_start=0.1, num_samples=1)
-                decode(out.latents[0])
+                int8_pipe.decode_rollout(out)
                 return out
 
             added.append(("int8, advected warm start", int8_advected_rollout))
@@ -233,7 +234,7 @@ def main() -> int:
             def blended_rollout():
                 out = blended.predict_latents(z_obs, 9, steps=10, solver="euler", warm_start=0.1, num_samples=1,
                                               detail=args.detail)
-                decode(out.latents[0])
+                blended.decode_rollout(out)
                 return out
 
             added.append((f"packed, advected warm start, detail blend {args.detail}", blended_rollout))

@@ -228,11 +228,12 @@ class SmokeFlow:
         z_obs = torch.as_tensor(z_obs).float().to(self.device)
         _warm_start_motion_mode(warm_start_motion)  # a bad value fails at any s
         velocity = self.warm_start_velocity(z_obs, warm_start_motion) if warm_start > 0 else None
-        from smokeflow.flow.detail_guidance import (DetailGuidance, blurred_reference, decode_once_per_frame,
-                                                    smoke_tokens)
+        from smokeflow.flow.detail_guidance import DetailGuidance, blurred_reference, smoke_tokens
+        from smokeflow.flow.frame_decodes import FrameDecodes
 
-        # The warm start and detail guidance each decode the reference of every frame: once serves all.
-        decode = decode_once_per_frame(self.decode_images)
+        # The warm start and detail guidance each decode the reference of every frame: once serves all, and
+        # the output (decode_rollout) reuses those decodes of frames 1..F-1.
+        decode = FrameDecodes(self.decode_images, keep_all=True)
         source = None
         if velocity is not None:
             from smokeflow.flow.advected_warm_start import AdvectedWarmStart
@@ -250,7 +251,24 @@ class SmokeFlow:
                                            callback=callback, project_frame=self.reencode_latents if reencode else None,
                                            warm_start_source=source, detail_guidance=guidance)
         result.warm_start_motion = velocity
+        if source is not None or guidance is not None:
+            result.decoded_images = [decode.images_of(result.latents[:, f]) for f in range(num_frames)]
         return result
+
+    def decode_rollout(self, result) -> np.ndarray:
+        """A rollout's latents [K, F, C, h, w] -> uint8 frames [K, F, S, S, 3], as :meth:`decode` makes them, but
+        without decoding again the frames the rollout decoded already (``result.decoded_images``, set by
+        :meth:`predict_latents` when a warm start or detail guidance decoded each reference)."""
+        latents = result.latents.float().cpu()
+        known = getattr(result, "decoded_images", None) or [None] * latents.shape[1]
+        missing = [f for f, images in enumerate(known) if images is None]
+        frames = np.empty((*latents.shape[:2], self.input_size, self.input_size, 3), np.uint8)
+        if missing:
+            frames[:, missing] = self.decode(latents[:, missing])
+        for f, images in enumerate(known):
+            if images is not None:
+                frames[:, f] = model_output_to_uint8(images)
+        return frames
 
     @property
     def motion_prior(self):
@@ -335,6 +353,6 @@ class SmokeFlow:
                                       warm_start_motion=velocity if velocity is not None else "off",
                                       detail_guidance=detail_guidance, detail=detail)
         latents = result.latents.float().cpu()
-        frames_out = self.decode(latents)
+        frames_out = self.decode_rollout(result)
         return Prediction(frames_out, latents, int(result.nfe), time.perf_counter() - start,
                           result.warm_start_motion)

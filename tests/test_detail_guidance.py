@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from smokeflow.flow.detail_guidance import (DetailGuidance, blurred_reference, decode_once_per_frame, gaussian_blur,
-                                            smoke_tokens)
+from smokeflow.flow.detail_guidance import DetailGuidance, blurred_reference, gaussian_blur, smoke_tokens
 from smokeflow.flow.sampler import rollout
 
 from test_sampler import _obs  # the sampler tests' latents (the tiny network: conftest's predictor)
@@ -87,20 +86,6 @@ def test_smoke_tokens_mark_the_patches_with_smoke_and_their_neighbours():
     dim = images.clone()
     dim[0, :, 9, 10] = 10 / 255 * 2 - 1  # below the smoke threshold
     assert smoke_tokens(lambda z: dim, dilation=1)(z[:1]).sum() == 0
-
-
-def test_decode_once_per_frame_decodes_each_reference_once():
-    calls = []
-
-    def decode(z):
-        calls.append(z)
-        return z * 2
-
-    decode_last = decode_once_per_frame(decode)
-    a, b = torch.ones(1, 2, 2, 2), torch.ones(1, 2, 2, 2)
-    assert torch.equal(decode_last(a), a * 2) and decode_last(a) is decode_last(a)
-    decode_last(b)  # equal values, another tensor: decoded again
-    assert len(calls) == 2
 
 
 def test_guided_rollouts_are_deterministic_and_soften_runs_once_per_frame(predictor):

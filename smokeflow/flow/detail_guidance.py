@@ -118,16 +118,3 @@ def smoke_tokens(decode: Callable[[torch.Tensor], torch.Tensor],
         return tokens.to(latents.device)
 
     return where
-
-
-def decode_once_per_frame(decode: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``decode`` that returns its last result again when called with the same tensor object, so
-    :func:`blurred_reference` and :func:`smoke_tokens` share one decode of each reference."""
-    last: dict = {}
-
-    def decode_last(latents: torch.Tensor) -> torch.Tensor:
-        if last.get("input") is not latents:
-            last["input"], last["output"] = latents, decode(latents)
-        return last["output"]
-
-    return decode_last

@@ -51,12 +51,16 @@ class RolloutProgress:
 class RolloutResult:
     """latents: float [K, F, C, h, w] generated latents (normalised); nfe: network evaluations per sample
     (all K samples share each batched call); seconds: wall time of the rollout; warm_start_motion: set by
-    callers that advect the warm start (``SmokeFlow.predict_latents``) to the velocity they used."""
+    callers that advect the warm start (``SmokeFlow.predict_latents``) to the velocity they used;
+    decoded_images: set by ``SmokeFlow.predict_latents`` to one entry per predicted frame, the float images
+    [K, 3, H, W] in [-1, 1] the rollout already decoded of that frame, or None (see
+    :mod:`smokeflow.flow.frame_decodes`); None when nothing was decoded."""
 
     latents: torch.Tensor
     nfe: int
     seconds: float = 0.0
     warm_start_motion: object = None
+    decoded_images: list | None = None
 
 
 def _check_arguments(z_obs, num_frames, steps, solver, warm_start, num_samples, context_policy):

@@ -77,8 +77,8 @@ class GuidedTarget:
     pipeline: a :class:`~smokeflow.pipeline.SmokeFlow` of the teacher (its network, autoencoder and path)."""
 
     def __init__(self, pipeline, weight: float):
-        from smokeflow.flow.detail_guidance import (DetailGuidance, blurred_reference, decode_once_per_frame,
-                                                    smoke_tokens)
+        from smokeflow.flow.detail_guidance import DetailGuidance, blurred_reference, smoke_tokens
+        from smokeflow.flow.frame_decodes import decode_once_per_frame
 
         decode = decode_once_per_frame(pipeline.decode_images)
         self.teacher = pipeline.flow.model.float().eval().requires_grad_(False)
