@@ -103,3 +103,17 @@ def test_extract_command_writes_the_users_layout(raw_clip_path, tmp_path):
     assert video.num_frames == 12
     assert hashlib.sha256(open(raw_clip_path, "rb").read()).hexdigest() == digest  # input untouched
     assert cli_main(argv + ["--force", "--crop", "1,2,3"]) == 2
+
+
+def test_raw_frames_are_told_from_smoke_on_black():
+    from smokeflow.data.smoke_mask import smoke_on_black_problem
+
+    raw, _ = synthetic_scene()
+    problem = smoke_on_black_problem(raw)
+    assert problem is not None and "0% of the pixels are black" in problem and "raw video" in problem
+    assert smoke_on_black_problem(extract_smoke(raw, size=64)) is None
+    plume = np.zeros((2, 64, 64, 3), np.uint8)
+    plume[:, 10:50, 20:50] = 120  # smoke over 29 % of the frame
+    assert smoke_on_black_problem(plume) is None
+    plume[:, 5:60, 4:60] = 120  # 75 %: more smoke than black
+    assert smoke_on_black_problem(plume) is not None

@@ -141,3 +141,35 @@ def test_int8_predicts_the_same_video_shape_and_says_so(run_folder, clip, tmp_pa
     assert cli_main([*args, "--int8", "--device", "cuda", "--out", str(tmp_path / "cuda.gif")]) == 2
     assert "--int8 runs the network on the CPU only" in capsys.readouterr().err
     assert not (tmp_path / "both.gif").exists() and not (tmp_path / "cuda.gif").exists()
+
+
+def test_a_raw_video_gets_a_warning_or_is_cut_out_with_extract(run_folder, tmp_path, capsys):
+    from smokeflow.data.video_io import read_video, write_video
+    from test_extract import synthetic_scene
+
+    raw_path = str(tmp_path / "raw.gif")
+    write_video(raw_path, synthetic_scene(num_frames=8)[0])
+    args = ["predict", "--checkpoint", run_folder, "--input", raw_path, "--num-frames", "2", "--steps", "1"]
+    assert cli_main([*args, "--out", str(tmp_path / "as_is.gif")]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: {raw_path}: only 0% of the pixels are black" in captured.err
+    assert "pass --extract" in captured.err
+    assert cli_main([*args, "--extract", "--crop", "0,0,96,96", "--out", str(tmp_path / "cut.gif")]) == 0
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err and "(smoke extracted from the raw video)" in captured.out
+    cut = read_video(str(tmp_path / "cut.gif"))
+    assert cut.shape == (3, 64, 64, 3)
+    assert (cut[0].max(axis=-1) <= 12).mean() > 0.5  # the observed frame shown is the cut-out smoke
+    # --extract needs a video; --crop needs --extract. Neither writes an output.
+    frame = tmp_path / "frame.png"
+    from PIL import Image
+
+    Image.fromarray(cut[0]).save(frame)
+    assert cli_main(["predict", "--checkpoint", run_folder, "--input", str(frame), "--extract", "--out",
+                     str(tmp_path / "a.gif")]) == 2
+    assert "--extract needs a raw video file" in capsys.readouterr().err
+    assert cli_main([*args, "--crop", "0,0,10,10", "--out", str(tmp_path / "b.gif")]) == 2
+    assert "--crop is for --extract" in capsys.readouterr().err
+    assert cli_main([*args, "--extract", "--crop", "0,0,500,10", "--out", str(tmp_path / "c.gif")]) == 2
+    assert "does not fit" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in ("a.gif", "b.gif", "c.gif"))

@@ -40,6 +40,19 @@ def parse_crop(text: str | None):
     return values
 
 
+def extract_video(path: str, crop=None, size: int = 64, progress: bool = False, max_frames: int | None = None):
+    """:func:`smokeflow.data.extract.extract_smoke_from_video` with every problem (an unreadable video, a crop
+    outside the frames, fewer than 3 frames) as a DataError naming the file."""
+    from smokeflow.data.extract import extract_smoke_from_video
+
+    try:
+        return extract_smoke_from_video(path, crop=crop, size=size, progress=progress, max_frames=max_frames)
+    except ValueError as err:
+        if isinstance(err, DataError):
+            raise
+        raise DataError(path, str(err)) from None
+
+
 def existing_frames(out: str, video: str) -> list[str]:
     pattern = os.path.join(glob.escape(out), f"{glob.escape(video)}_frame_*")
     return sorted(p for p in glob.glob(pattern) if not p.endswith(".tmp"))
@@ -49,7 +62,7 @@ def run(args) -> int:
     import numpy as np
     from PIL import Image
 
-    from smokeflow.data.extract import extract_smoke_from_video, preview_sheet
+    from smokeflow.data.extract import preview_sheet
     from smokeflow.data.naming import FRAME_NAME_RE, write_video_pngs
     from smokeflow.data.smoke_mask import smoke_mask
 
@@ -71,14 +84,7 @@ def run(args) -> int:
             FRAME_NAME_RE.match(os.path.basename(args.input)):
         raise DataError(args.input, "the input is one of the frames this command would write")
 
-    try:
-        result = extract_smoke_from_video(args.input, crop=crop, size=args.size, progress=True,
-                                          max_frames=args.max_frames)
-    except ValueError as err:
-        if isinstance(err, DataError):
-            raise
-        raise DataError(args.input, str(err)) from None
-
+    result = extract_video(args.input, crop=crop, size=args.size, progress=True, max_frames=args.max_frames)
     written = write_video_pngs(out, video, result.frames)
     for stale in set(old) - set(written):  # --force with a shorter clip: drop the old tail
         os.remove(stale)

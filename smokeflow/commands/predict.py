@@ -15,6 +15,12 @@ HELP = "Predict the next frames of a clip (video, frame folder, image or .npz) a
 def add_arguments(parser) -> None:
     parser.add_argument("--checkpoint", default="checkpoints/default", help="checkpoint or run folder")
     parser.add_argument("--input", required=True, help="observed frames: video, folder of frames, image, .npz")
+    parser.add_argument("--extract", action="store_true",
+                        help="the input is a raw video: cut the smoke out onto black first, as `smokeflow extract` "
+                             "does (the models are trained on such frames)")
+    parser.add_argument("--crop", default=None, metavar="X,Y,W,H",
+                        help="with --extract: region of the raw frames to keep first, in pixels (default: whole "
+                             "frame)")
     parser.add_argument("--num-frames", type=int, default=9, help="frames to predict")
     parser.add_argument("--out", required=True, help="output video (.gif or .mp4); an existing file is kept "
                         "unless --overwrite")
@@ -55,9 +61,38 @@ def prediction_video(observed, predicted):
     return np.concatenate(parts, axis=2)
 
 
+def observed_frames(args):
+    """The input's frames, uint8 [T, 64, 64, 3]: with --extract, the smoke cut out of the raw video; without
+    it, the frames as they are, with a warning on stderr when they do not look like smoke on black."""
+    import sys
+
+    from smokeflow.commands.extract import extract_video, parse_crop
+    from smokeflow.data.smoke_mask import smoke_on_black_problem
+    from smokeflow.data.sources import load_frames
+    from smokeflow.data.video_io import is_video_file
+    from smokeflow.errors import DataError
+
+    crop = parse_crop(args.crop)
+    if not args.extract:
+        if crop is not None:
+            raise DataError(None, "--crop is for --extract (the region of the raw video to cut the smoke from)")
+        frames = load_frames(args.input)
+        problem = smoke_on_black_problem(frames)
+        if problem:
+            fix = ("pass --extract to cut the smoke out first" if is_video_file(args.input)
+                   else "cut the smoke out of the raw video with `smokeflow extract` first")
+            print(f"smokeflow predict: warning: {args.input}: {problem}; {fix}", file=sys.stderr)
+        return frames
+    if not os.path.exists(args.input):
+        raise DataError(args.input, "input not found")
+    if not is_video_file(args.input):
+        raise DataError(args.input, "--extract needs a raw video file (the background is estimated over the "
+                                    "whole clip); for frames already cut out onto black, leave --extract off")
+    return extract_video(args.input, crop=crop).frames
+
+
 def run(args) -> int:
     from smokeflow.data.smoke_velocity import describe_warm_start_motion
-    from smokeflow.data.sources import load_frames
     from smokeflow.data.video_io import write_video
     from smokeflow.errors import DataError
     from smokeflow.pipeline import SmokeFlow
@@ -67,7 +102,7 @@ def run(args) -> int:
         raise DataError(args.out, "output exists; pass --overwrite to replace it")
     if not args.out.lower().endswith((".gif", ".mp4")):
         raise DataError(args.out, "output must end in .gif or .mp4")
-    frames = load_frames(args.input)
+    frames = observed_frames(args)
     if args.observed is not None:
         if args.observed < 1:
             raise DataError(args.input, f"--observed must be >= 1, got {args.observed}")
@@ -79,7 +114,7 @@ def run(args) -> int:
                        detail_guidance=args.detail_guidance, detail=args.detail)
     write_video(args.out, prediction_video(frames, out.frames), fps=args.fps)
     print(f"smokeflow predict: {args.num_samples} sample(s) x {args.num_frames} frames from {len(frames)} "
-          f"observed frame(s), {args.solver} N={args.steps} warm start {args.warm_start}"
+          f"observed frame(s){' (smoke extracted from the raw video)' if args.extract else ''}, {args.solver} N={args.steps} warm start {args.warm_start}"
           f"{f', detail {args.detail}' if args.detail else ''}{', int8 network' if args.int8 else ''}: {out.nfe} network "
           f"evaluations per sample, {out.seconds:.2f} s{describe_warm_start_motion(out.warm_start_motion)} "
           f"-> {args.out}")

@@ -85,7 +85,8 @@ def frames_to_input(frames) -> torch.Tensor:
         raise ValueError(f"frames must be uint8 [B, H, W, 3] or [H, W, 3], got {array.dtype} {array.shape}")
     if array.ndim == 3:
         array = array[None]
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    # A copy: frames read from a file can be a read-only array, which torch.from_numpy warns about.
+    return torch.from_numpy(np.array(array, copy=True)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 @torch.no_grad()
