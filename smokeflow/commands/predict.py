@@ -113,9 +113,10 @@ def run(args) -> int:
                        reencode=args.reencode, warm_start_motion=args.warm_start_motion,
                        detail_guidance=args.detail_guidance, detail=args.detail)
     write_video(args.out, prediction_video(frames, out.frames), fps=args.fps)
+    extracted = " (smoke extracted from the raw video)" if args.extract else ""
+    options = f"{f', detail {args.detail}' if args.detail else ''}{', int8 network' if args.int8 else ''}"
     print(f"smokeflow predict: {args.num_samples} sample(s) x {args.num_frames} frames from {len(frames)} "
-          f"observed frame(s){' (smoke extracted from the raw video)' if args.extract else ''}, {args.solver} N={args.steps} warm start {args.warm_start}"
-          f"{f', detail {args.detail}' if args.detail else ''}{', int8 network' if args.int8 else ''}: {out.nfe} network "
-          f"evaluations per sample, {out.seconds:.2f} s{describe_warm_start_motion(out.warm_start_motion)} "
-          f"-> {args.out}")
+          f"observed frame(s){extracted}, {args.solver} N={args.steps} warm start {args.warm_start}{options}: "
+          f"{out.nfe} network evaluations per sample, {out.seconds:.2f} s"
+          f"{describe_warm_start_motion(out.warm_start_motion)} -> {args.out}")
     return 0
