@@ -260,6 +260,14 @@ def main() -> int:
         print(f"[{name}] rollout 9 frames, N=10 euler, 1 sample, {decoded}: best {best:.3f} s, median "
               f"{median:.3f} s of {args.repeats} ({nfe} network calls{batch_note}; first call {first[name]:.1f} s; "
               f"{speedup:.2f}x plain, median over rounds); target <= 1.0 s: {'OK' if median <= 1.0 else 'MISSED'}")
+    # What the machine allows at best: the rollout's network work at the plain fp32 matmul's rate (a dense
+    # 1024^3 product, which the 65-token layers cannot beat), before attention, norms, the warm start and decoding.
+    rollout_gflop = nfe * model.flops_per_call(1) / 1e9
+    matmul = float(np.median([matmul_gflops() for _ in range(5)]))
+    floor = rollout_gflop / matmul
+    print(f"floor: the {nfe} network calls of a one-sample rollout are {rollout_gflop:.1f} GFLOP; at this machine's "
+          f"fp32 matmul rate ({matmul:.1f} GFLOP/s) they alone take {floor:.2f} s, leaving {1.0 - floor:.2f} s of the "
+          f"1.0 s target for everything else (fp32; int8 and a narrower network lower the work)")
     for name, variant in variants:
         if getattr(variant.velocity_fn, "failure", None):
             print(f"[{name}] compilation failed, figures are eager: {variant.velocity_fn.failure}")

@@ -116,6 +116,27 @@ def test_load_evaluation_videos_skips_short_videos(dataset):
     assert [s["name"] for s in everything.skipped] == ["zshort"]
 
 
+def test_load_evaluation_videos_windows_of_long_videos(dataset):
+    # 8 stored frames, windows of 1 + 2 = 3 from frame 1, one every 2 frames: starts 1, 3, 5.
+    videos = load_evaluation_videos(dataset, "test", num_observed=1, num_frames=2, num_videos=2, start_frame=1,
+                                    window_stride=2)
+    assert videos.names == [f"video{v}@{s}" for v in (0, 1) for s in (1, 3, 5)]
+    assert videos.observed.shape == (6, 1, 64, 64, 3) and videos.targets.shape == (6, 2, 64, 64, 3)
+    first = load_evaluation_videos(dataset, "test", num_observed=1, num_frames=2, num_videos=2)
+    for i, name in enumerate(videos.names):
+        video, start = name.split("@")
+        frames = load_evaluation_videos(dataset, "test", num_observed=1, num_frames=2, start_frame=int(start),
+                                        num_videos=int(video[-1]) + 1)
+        np.testing.assert_array_equal(videos.observed[i], frames.observed[-1])
+        np.testing.assert_array_equal(videos.targets[i], frames.targets[-1])
+    np.testing.assert_array_equal(first.observed[0], load_evaluation_videos(
+        dataset, "test", num_observed=1, num_frames=2, window_stride=3).observed[0])
+    # The too-short video is still listed as skipped; a bad stride is refused.
+    assert [s["name"] for s in load_evaluation_videos(dataset, "test", 1, 3, window_stride=1).skipped] == ["zshort"]
+    with pytest.raises(ValueError, match="window_stride"):
+        load_evaluation_videos(dataset, "test", 1, 2, window_stride=0)
+
+
 def test_evaluation_numbers_match_an_independent_computation(evaluated):
     videos, report = evaluated
     validate_report(report)

@@ -117,3 +117,35 @@ def test_raw_frames_are_told_from_smoke_on_black():
     assert smoke_on_black_problem(plume) is None
     plume[:, 5:60, 4:60] = 120  # 75 %: more smoke than black
     assert smoke_on_black_problem(plume) is not None
+
+
+def test_a_users_extracted_clip_is_scored_window_by_window(raw_clip_path, repo_root, tmp_path):
+    """The user's path for their own footage: `extract` the raw clip, then `evaluate --window-stride` scores the
+    shipped model on several windows of the one long clip against the frames that really followed."""
+    import json
+
+    data = tmp_path / "mine"
+    assert cli_main(["extract", "--input", raw_clip_path, "--out", os.fspath(data / "test"),
+                     "--video-name", "site_a"]) == 0
+    report_path = tmp_path / "report.json"
+    argv = ["evaluate", "--checkpoint", os.path.join(repo_root, "checkpoints", "default"), "--data", os.fspath(data),
+            "--split", "test", "--num-observed", "2", "--num-frames", "2", "--window-stride", "10", "--steps", "2",
+            "--num-samples", "1", "--no-fvd-download", "--no-progress", "--json", os.fspath(report_path)]
+    assert cli_main(argv) == 0
+    report = json.load(open(report_path))
+    # 36 frames, windows of 2 + 2 from frames 0, 10, 20, 30.
+    assert report["protocol"]["videos"] == ["site_a@0", "site_a@10", "site_a@20", "site_a@30"]
+    assert report["protocol"]["window_stride"] == 10
+    # Copy-last's curve, recomputed from the extracted frames: each window's last observed frame through the codec,
+    # scored against the two frames that followed it, averaged over the four windows.
+    from smokeflow.metrics.frame_metrics import psnr
+    from smokeflow.pipeline import SmokeFlow
+
+    frames = read_video_entry(list_videos(data, "test")[0])
+    pipe = SmokeFlow.from_pretrained(os.path.join(repo_root, "checkpoints", "default"))
+    expected = np.mean([[psnr(pipe.reconstruct(frames[s + 1:s + 2])[0], frames[s + 2 + i]) for i in range(2)]
+                        for s in (0, 10, 20, 30)], axis=0)
+    copy_last = report["predictors"]["copy_last_frame"]["metrics"]["psnr"]["single"]["per_frame"]
+    np.testing.assert_allclose(copy_last, expected, atol=0.02)
+    assert report["predictors"]["model"]["nfe_per_frame"] == 2
+    assert cli_main(argv[:-2] + ["--window-stride", "0"]) == 2

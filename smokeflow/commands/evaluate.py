@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-observed", type=int, default=1, help="observed frames per video (default: %(default)s)")
     parser.add_argument("--num-frames", type=int, default=9, help="frames to predict (default: %(default)s)")
     parser.add_argument("--start-frame", type=int, default=0, help="first frame used of each video (default: 0)")
+    parser.add_argument("--window-stride", type=int, default=None, metavar="S",
+                        help="score every window of num-observed + num-frames frames of each video, one every S "
+                             "frames from --start-frame, each as a video of its own (named VIDEO@FIRST_FRAME): "
+                             "for long clips such as your own footage (default: the first window only)")
     parser.add_argument("--steps", type=int, default=10, help="ODE steps N per frame (default: %(default)s)")
     parser.add_argument("--solver", default="euler", choices=SOLVERS, help="ODE solver (default: %(default)s)")
     parser.add_argument("--warm-start", type=float, default=DEFAULT_WARM_START,
@@ -76,6 +80,10 @@ def _check_arguments(args) -> None:
         raise ConfigError("--num-samples must be >= 1")
     if args.num_videos is not None and args.num_videos < 1:
         raise ConfigError("--num-videos must be >= 1")
+    if args.start_frame < 0:
+        raise ConfigError(f"--start-frame must be >= 0, got {args.start_frame}")
+    if args.window_stride is not None and args.window_stride < 1:
+        raise ConfigError(f"--window-stride must be >= 1, got {args.window_stride}")
     if not 0.0 <= args.warm_start < 1.0:
         raise ConfigError(f"--warm-start must be in [0, 1), got {args.warm_start}")
     if args.sweep and not args.csv:
@@ -119,8 +127,10 @@ def run(args) -> int:
     started = time.perf_counter()
     progress = not args.no_progress
     videos = evaluation.load_evaluation_videos(args.data, args.split, args.num_observed, args.num_frames,
-                                               args.num_videos, args.start_frame)
-    print(f"evaluate: {len(videos.names)} videos of {args.data}/{args.split}"
+                                               args.num_videos, args.start_frame, args.window_stride)
+    windows = f" (windows of {len({n.rsplit('@', 1)[0] for n in videos.names})} videos, one every " \
+        f"{args.window_stride} frames)" if args.window_stride else ""
+    print(f"evaluate: {len(videos.names)} videos{windows} of {args.data}/{args.split}"
           + (f" ({len(videos.skipped)} too short, skipped)" if videos.skipped else ""), file=sys.stderr)
     pipe = load_pipeline(args.checkpoint, args.device, compile=args.compile, int8=args.int8)
     lpips_availability = load_lpips(args.lpips_weights, args.device)

@@ -76,13 +76,15 @@ HIGHER_IS_BETTER = {"psnr": True, "psnr_smoke": True, "ssim": True, "mse": False
 @dataclasses.dataclass
 class EvaluationVideos:
     """names [N]; observed uint8 [N, T_obs, 64, 64, 3]; targets uint8 [N, F, 64, 64, 3]; skipped: videos
-    too short for T_obs + F frames, as {"name", "reason"}."""
+    too short for T_obs + F frames, as {"name", "reason"}. With ``window_stride``, each of the N entries is one
+    window of a video, named ``<video>@<first frame>``."""
 
     names: list[str]
     observed: np.ndarray
     targets: np.ndarray
     skipped: list[dict]
     start_frame: int = 0
+    window_stride: int | None = None
 
 
 def load_evaluation_videos(
@@ -92,35 +94,52 @@ def load_evaluation_videos(
     num_frames: int = 9,
     num_videos: int | None = None,
     start_frame: int = 0,
+    window_stride: int | None = None,
 ) -> EvaluationVideos:
     """Read the first ``num_videos`` videos of a split (all when None), frames [start, start + T_obs + F).
 
-    Videos shorter than that are skipped and listed (never silently dropped); none left -> DataError.
+    window_stride: also every later window of T_obs + F frames that starts ``window_stride`` frames after the
+    one before (start, start + stride, ... while the window fits), each scored as a video of its own. Why: a
+    user's own footage is often one long clip, and the first window alone is a sample of one; overlapping
+    windows are not independent, so treat their spread with care. ``num_videos`` still counts videos.
+    Videos shorter than one window are skipped and listed (never silently dropped); none left -> DataError.
     """
     from smokeflow.data.layouts import list_videos, read_video_entry
 
     if num_observed < 1 or num_frames < 1:
         raise ValueError(f"need num_observed >= 1 and num_frames >= 1, got {num_observed}, {num_frames}")
+    if start_frame < 0:
+        raise ValueError(f"start_frame must be >= 0, got {start_frame}")
+    if window_stride is not None and window_stride < 1:
+        raise ValueError(f"window_stride must be >= 1, got {window_stride}")
     entries = list_videos(data_root, split)
-    needed = start_frame + num_observed + num_frames
+    window = num_observed + num_frames
+    needed = start_frame + window
     names, observed, targets, skipped = [], [], [], []
+    videos_read = 0
     for entry in entries:
-        if num_videos is not None and len(names) >= num_videos:
+        if num_videos is not None and videos_read >= num_videos:
             break
         if entry.num_frames < needed:
             skipped.append({"name": entry.name, "reason": f"{entry.num_frames} frames < {needed} needed"})
             continue
-        frames = read_video_entry(entry, size=FRAME_SIZE)[start_frame:needed]
-        names.append(entry.name)
-        observed.append(frames[:num_observed])
-        targets.append(frames[num_observed:])
+        videos_read += 1
+        last = entry.num_frames if window_stride is not None else needed
+        frames = read_video_entry(entry, size=FRAME_SIZE, frame_indices=range(start_frame, last))
+        starts = [0] if window_stride is None else range(0, last - start_frame - window + 1, window_stride)
+        for offset in starts:
+            start = start_frame + offset
+            clip = frames[offset:offset + window]
+            names.append(entry.name if window_stride is None else f"{entry.name}@{start}")
+            observed.append(clip[:num_observed])
+            targets.append(clip[num_observed:])
     if not names:
         raise DataError(
             os.path.join(os.fspath(data_root), split),
             f"no video has the {needed} frames needed ({num_observed} observed + {num_frames} predicted"
             f"{f' from frame {start_frame}' if start_frame else ''}); {len(skipped)} too short",
         )
-    return EvaluationVideos(names, np.stack(observed), np.stack(targets), skipped, start_frame)
+    return EvaluationVideos(names, np.stack(observed), np.stack(targets), skipped, start_frame, window_stride)
 
 
 @torch.no_grad()
@@ -502,6 +521,7 @@ def protocol_section(videos: EvaluationVideos, num_samples: int, seed: int) -> d
         "num_observed": int(videos.observed.shape[1]),
         "num_frames": int(videos.targets.shape[1]),
         "start_frame": int(videos.start_frame),
+        "window_stride": videos.window_stride,
         "resolution": FRAME_SIZE,
         "num_samples": int(num_samples),
         "seed": int(seed),

@@ -7,7 +7,8 @@ JSON schema (``schema_version`` 1; every float that is NaN/inf is written as nul
       "schema_version": 1, "kind": "smokeflow-evaluation", "created": ISO-8601 time,
       "settings": {... the exact command-line settings ...},
       "protocol": {"num_videos", "videos": [names], "skipped_videos": [{"name", "reason"}],
-                   "num_observed", "num_frames", "start_frame", "resolution", "num_samples", "seed",
+                   "num_observed", "num_frames", "start_frame", "window_stride",
+                   "resolution", "num_samples", "seed",
                    "seed_rule", "metric_definitions": {metric: text}, "views": {view: text}, "scored_frames"},
       "metrics_available": {"lpips": {"available", "reason"}, "fvd": {"available", "reason"}},
       "predictors": {
@@ -184,6 +185,7 @@ def format_table(report: dict) -> str:
         f"Evaluation on {protocol['num_videos']} videos ({report['settings'].get('split', '?')} split): "
         f"{protocol['num_observed']} observed -> {protocol['num_frames']} predicted frames, "
         f"K={protocol['num_samples']} samples, seed {protocol['seed']}"
+        + (f"; windows one every {protocol['window_stride']} frames" if protocol.get("window_stride") else "")
         + (f"; {len(protocol['skipped_videos'])} videos skipped (too short)" if protocol.get("skipped_videos") else "")
     ]
     has_lpips = available["lpips"]["available"]
