@@ -226,8 +226,9 @@ def test_predicted_references_are_made_exactly_as_the_sampler_makes_frames(laten
     torch.nn.init.normal_(model.head.weight, std=0.1)
     clip = torch.as_tensor(LatentClipDataset(root, "train", 4, windows="all", seed=0)[0])
     clips = clip.unsqueeze(0).expand(3, -1, -1, -1, -1)  # the same clip 3 times, like K samples of it
+    # float32 like the CPU sampler (training's "auto" precision may pick bf16 on a CPU with native bf16)
     predicted = predicted_references(model, FlowPath(), clips, torch.ones(3, dtype=torch.long), steps=3,
-                                     warm_start=0.1, generator=torch.Generator().manual_seed(7))
+                                     warm_start=0.1, generator=torch.Generator().manual_seed(7), precision="fp32")
     sampled = rollout(model, FlowPath(), clip[:1], num_frames=1, steps=3, solver="euler", warm_start=0.1,
                       num_samples=3, seed=7).latents[:, 0]
     torch.testing.assert_close(predicted, sampled)

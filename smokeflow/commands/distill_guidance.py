@@ -10,6 +10,7 @@ HELP = ("distil detail guidance into a copy of a checkpoint's flow network (one 
 
 def add_arguments(parser) -> None:
     from smokeflow.training.guidance_distiller import GuidanceDistillConfig
+    from smokeflow.training.precision import PRECISIONS
 
     defaults = GuidanceDistillConfig()
     parser.add_argument("--checkpoint", required=True, help="the teacher: a checkpoint folder with flow weights")
@@ -32,7 +33,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop after a checkpoint once this much time has passed (continue with --resume)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                        help="cuda: the student trains under bf16 autocast (default: %(default)s)")
+                        help="cpu or cuda (default: %(default)s)")
+    parser.add_argument("--precision", default=defaults.precision, choices=PRECISIONS,
+                        help="the student's arithmetic: auto (bf16 autocast on CUDA and on CPUs with native bf16, "
+                             "else float32), fp32 or bf16 (default: %(default)s)")
     parser.add_argument("--random-seed", type=int, default=defaults.seed)
     parser.add_argument("--resume", action="store_true", help="continue from --out's train_state.pt")
     parser.add_argument("--overwrite", action="store_true", help="replace a student already in --out")
@@ -53,7 +57,8 @@ def run(args) -> int:
         config = GuidanceDistillConfig(weight=args.weight, steps=args.steps, batch_size=args.batch_size,
                                        learning_rate=args.learning_rate, min_time=args.min_time,
                                        ema_decay=args.ema_decay, frames_per_clip=args.frames_per_clip,
-                                       checkpoint_every=args.checkpoint_every, seed=args.random_seed)
+                                       checkpoint_every=args.checkpoint_every, seed=args.random_seed,
+                                       precision=args.precision)
     except ValueError as err:
         raise DataError(args.out, str(err)) from None
     last = distill_detail_guidance(args.checkpoint, args.data, args.out, config, resume=args.resume,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from smokeflow.errors import ConfigError
+from smokeflow.training.precision import PRECISIONS
 
 HELP = "Train the flow (vector field) model on cached VQVAE latents; --num-gpus N runs N DDP processes."
 
@@ -34,6 +35,7 @@ def add_arguments(parser) -> None:
                         help="change config values for this run, e.g. flow_training.learning_rate=2e-4 "
                              "(recorded in the run's config.yaml; not with --resume)")
     parser.add_argument("--runs-dir", default="runs", help="folder that holds run folders")
+    parser.add_argument("--precision", default=None, choices=PRECISIONS, help="training arithmetic: auto (bf16 autocast on CUDA and on CPUs with native bf16, else float32), fp32 or bf16 (default: flow_training.precision, auto)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -44,7 +46,7 @@ def _command_line(args) -> list[str]:
     for flag, value in (("--device", args.device), ("--max-steps", args.max_steps), ("--data", args.data),
                         ("--vqvae-checkpoint", args.vqvae_checkpoint),
                         ("--max-minutes", args.max_minutes), ("--init-from", args.init_from),
-                        ("--stop-after-step", args.stop_after_step)):
+                        ("--stop-after-step", args.stop_after_step), ("--precision", args.precision)):
         if value is not None:
             argv += [flag, str(value)]
     if args.set:
@@ -72,6 +74,8 @@ def run(args) -> int:
         config = load_config(os.path.join(run_dir, "config.yaml"))
     else:
         config = apply_overrides(load_config(args.config), args.set)
+    if args.precision is not None:  # arithmetic only: also allowed when resuming
+        config.setdefault("flow_training", {})["precision"] = args.precision
     data_root = args.data or config.get("data", {}).get("data_path", "final_dataset")
     metrics = train_flow(run_dir, config, data_root, seed=args.random_seed, device=device,
                          max_steps=args.max_steps, resume=args.resume, vqvae_checkpoint=args.vqvae_checkpoint,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from smokeflow.training.precision import PRECISIONS
+
 HELP = "train the VQVAE on a dataset's training split (resumable; multi-process via torchrun with --num-gpus)"
 
 
@@ -28,6 +30,7 @@ def add_arguments(parser) -> None:
                         help="with --init-from: train only the decoder; encoder, codebook and latent statistics "
                              "stay bit-identical, so existing latents (caches, flow models) remain valid")
     parser.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (if installed)")
+    parser.add_argument("--precision", default=None, choices=PRECISIONS, help="training arithmetic: auto (bf16 autocast on CUDA and on CPUs with native bf16, else float32), fp32 or bf16 (default: the config's, auto)")
 
 
 def run(args) -> int:
@@ -44,7 +47,8 @@ def run(args) -> int:
     result = train_vqvae(args.config, args.run_name, runs_dir=args.runs_dir, device=args.device,
                          resume=args.resume, max_steps=args.max_steps, data_path=args.data,
                          max_minutes=args.max_minutes, use_wandb=args.wandb, lpips_weights=args.lpips_weights,
-                         init_from=args.init_from, finetune_decoder=args.finetune_decoder)
+                         init_from=args.init_from, finetune_decoder=args.finetune_decoder,
+                         precision=args.precision)
     if result.final_metrics:
         m = result.final_metrics
         print(f"step {result.step}: val PSNR {m['psnr']:.2f} dB, smoke PSNR {m['psnr_smoke']:.2f} dB, "
@@ -56,7 +60,8 @@ def run(args) -> int:
 def _command_line(args) -> list[str]:
     argv = ["train-vqvae", "--config", args.config, "--run-name", args.run_name, "--runs-dir", args.runs_dir]
     for flag, value in (("--data", args.data), ("--device", args.device), ("--max-steps", args.max_steps),
-                        ("--max-minutes", args.max_minutes), ("--lpips-weights", args.lpips_weights), ("--init-from", args.init_from)):
+                        ("--max-minutes", args.max_minutes), ("--lpips-weights", args.lpips_weights), ("--init-from", args.init_from),
+                        ("--precision", args.precision)):
         if value is not None:
             argv += [flag, str(value)]
     argv += ["--resume"] * bool(args.resume) + ["--wandb"] * bool(args.wandb)

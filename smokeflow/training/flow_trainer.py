@@ -39,6 +39,7 @@ from smokeflow.training.checkpoint_io import (FLOW_WEIGHTS, LATENT_STATS, TRAIN_
                                               set_rng_state)
 from smokeflow.training.distributed import barrier, cleanup_distributed, init_distributed
 from smokeflow.training.rollout_reference import chained_predicted_clips
+from smokeflow.training.precision import check_precision, describe_precision, training_autocast
 from smokeflow.training.step_noise import device_noise_generator, normal_on
 from smokeflow.training.run_logger import RunLogger, truncate_after_step
 
@@ -72,6 +73,8 @@ class FlowTrainingConfig:
     Data: ``preload_latents`` ("auto" = on when training on CUDA, or true / false) holds the training split's
     latent cache in the device's memory and gathers batches there (:mod:`smokeflow.data.preloaded_latents`;
     same batches, without the per-clip read loop of every step).
+    Arithmetic: ``precision`` ("auto": bf16 autocast on CUDA and on CPUs with native bf16, float32 on other
+    CPUs; or "fp32" / "bf16"; :mod:`smokeflow.training.precision`).
     Bookkeeping: every ``log_every`` steps a metrics line, every ``val_every`` a validation loss over
     ``val_batches`` batches, every ``sample_every`` a rollout GIF, every ``checkpoint_every`` a checkpoint.
     """
@@ -104,8 +107,10 @@ class FlowTrainingConfig:
     sample_steps: int = 10
     checkpoint_every: int = 250
     preload_latents: str | bool = "auto"
+    precision: str = "auto"
 
     def __post_init__(self):
+        self.precision = check_precision(self.precision)
         preload = {"auto": "auto", "true": True, "on": True, "false": False, "off": False}
         key = str(self.preload_latents).lower()
         if key not in preload:
@@ -215,7 +220,7 @@ def training_loss(model, path: FlowPath, clips: torch.Tensor, config: FlowTraini
             used[chosen_rows] = chained_predicted_clips(
                 model, path, clips[chosen_rows], ref_idx[chosen], int(config.rollout_reference_chain),
                 int(config.rollout_reference_steps), config.rollout_reference_warm_start, generator,
-                noise_generator=noise)
+                noise_generator=noise, precision=config.precision)
             # A context frame inside the predicted chain (or the reference itself) is a prediction too.
             z_ref, z_ctx = used[rows, ref_idx], used[rows, ctx_idx]
     z_prev = z_ref  # the warm start's previous frame: the reference as the sampler has it, before the noise below
@@ -237,8 +242,7 @@ def training_loss(model, path: FlowPath, clips: torch.Tensor, config: FlowTraini
         x_t = path.sample_xt(z, eps, t)
         target = path.target_velocity(z, eps)
     distance = (target_idx - ctx_idx).to(device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    with autocast:
+    with training_autocast(device, config.precision):
         predicted = model(x_t, t, z_ref, z_ctx, distance, s)
     weights = None
     if config.smoke_weight > 1.0:
@@ -432,6 +436,7 @@ def train_flow(run_dir: str, config: dict, data_root: str, seed: int = 0, device
         os.environ.setdefault("WANDB_MODE", "offline")  # works without network; `wandb sync` uploads later
     logger = RunLogger(run_dir, enabled=is_main, use_wandb=use_wandb, project="smokeflow",
                        run_name=os.path.basename(os.path.normpath(run_dir)), config=config)
+    logger.note(start_step, f"arithmetic: {describe_precision(device, train_config.precision)}")
     val_gen = torch.Generator().manual_seed(1234)
     val_indices = torch.randint(0, max(1, len(val_set)), (train_config.val_batches, train_config.batch_size),
                                 generator=val_gen).tolist() if len(val_set) else []

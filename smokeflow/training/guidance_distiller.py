@@ -37,6 +37,7 @@ import torch
 from smokeflow.errors import CheckpointError, DataError
 from smokeflow.training.checkpoint_io import (DETAIL_FLOW_WEIGHTS, FLOW_WEIGHTS, MODEL_CARD, TRAIN_STATE,
                                               atomic_write, save_weights)
+from smokeflow.training.precision import check_precision, describe_precision, training_autocast
 
 DISTILL_INFO = "distill.json"
 
@@ -46,7 +47,8 @@ class GuidanceDistillConfig:
     """weight: the detail-guidance weight w to distil; steps / batch_size / learning_rate: AdamW, linear
     warm-up over warmup_steps, then constant; min_time: smallest flow time drawn; ema_decay: EMA of the student
     (the EMA is what is saved); reference_as_context_prob: share of draws whose context is the reference itself
-    (what the sampler does from one observed frame); val_batches: fixed val batches for ``val_gap_ratio``."""
+    (what the sampler does from one observed frame); val_batches: fixed val batches for ``val_gap_ratio``;
+    precision: the student's arithmetic, "auto" / "fp32" / "bf16" (:mod:`smokeflow.training.precision`)."""
 
     weight: float = 0.5
     steps: int = 600
@@ -63,8 +65,10 @@ class GuidanceDistillConfig:
     log_every: int = 10
     val_batches: int = 2
     seed: int = 0
+    precision: str = "auto"
 
     def __post_init__(self):
+        self.precision = check_precision(self.precision)
         if not self.weight > 0:
             raise ValueError(f"the guidance weight to distil must be > 0, got {self.weight}")
         if self.steps < 1 or self.batch_size < 1 or not 0 <= self.min_time < 1 or self.frames_per_clip < 3:
@@ -228,7 +232,8 @@ def distill_detail_guidance(teacher: str, data_root: str, out: str, config: Guid
                  f"({time.perf_counter() - started:.0f} s)")
         student.train()
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = training_autocast(device, config.precision)
+    progress(f"student arithmetic: {describe_precision(device, config.precision)}")
     last: dict = {}
     window = []
     window_start = time.perf_counter()

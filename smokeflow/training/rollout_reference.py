@@ -27,19 +27,21 @@ import torch
 
 from smokeflow.flow.path import FlowPath
 from smokeflow.flow.solvers import integrate
+from smokeflow.training.precision import training_autocast
 from smokeflow.training.step_noise import normal_on
 
 
 @torch.no_grad()
 def predicted_references(model, path: FlowPath, clips: torch.Tensor, ref_idx: torch.Tensor, steps: int,
                          warm_start: float, generator: torch.Generator,
-                         noise_generator: torch.Generator | None = None) -> torch.Tensor:
+                         noise_generator: torch.Generator | None = None, precision: str = "auto") -> torch.Tensor:
     """The model's predictions of frames ``ref_idx`` (0-based, each >= 1) of ``clips`` [B, T, C, h, w].
 
     Each is predicted from the frame before it, with a context frame drawn uniformly from the frames before
     that (distance >= 2), or that frame itself at distance 1 when it is the clip's first frame.
     Returns float [B, C, h, w] (normalised latents, like the clips). All draws come from ``generator``, except
-    the Gaussian noise when ``noise_generator`` (a generator on the clips' device) is given.
+    the Gaussian noise when ``noise_generator`` (a generator on the clips' device) is given. ``precision``: the
+    arithmetic, as ``flow_training.precision`` (:mod:`smokeflow.training.precision`).
     """
     if (ref_idx < 1).any():
         raise ValueError("a predicted reference needs a frame before it (ref_idx >= 1)")
@@ -56,7 +58,7 @@ def predicted_references(model, path: FlowPath, clips: torch.Tensor, ref_idx: to
     previous = clips[rows, prev_idx.to(device)]
     context = clips[rows, ctx_idx.to(device)]
     distance = (ref_idx - ctx_idx).to(device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = training_autocast(device, precision)
     with autocast:
         condition = network.condition(previous, context, distance, warm_start)
 
@@ -72,14 +74,14 @@ def predicted_references(model, path: FlowPath, clips: torch.Tensor, ref_idx: to
 @torch.no_grad()
 def chained_predicted_clips(model, path: FlowPath, clips: torch.Tensor, ref_idx: torch.Tensor, chain: int,
                             steps: int, warm_start: float, generator: torch.Generator,
-                            noise_generator: torch.Generator | None = None) -> torch.Tensor:
+                            noise_generator: torch.Generator | None = None, precision: str = "auto") -> torch.Tensor:
     """``clips`` [B, T, C, h, w] with frames ``ref_idx - l + 1 .. ref_idx`` replaced by chained predictions.
 
     l is drawn per clip uniformly from 1..min(chain, ref_idx) (always 1 for ``chain`` = 1, which draws
     nothing extra); frame ``ref_idx - l`` and those before it stay true. Each predicted frame is made by
     :func:`predicted_references` from the clip as replaced so far, so its reference and any context inside
     the chain are earlier predictions. Returns a new tensor; ``clips`` is not changed. ``noise_generator``: as
-    in :func:`predicted_references`.
+    in :func:`predicted_references`, as is ``precision``.
     """
     if chain < 1:
         raise ValueError(f"chain must be >= 1, got {chain}")
@@ -97,5 +99,5 @@ def chained_predicted_clips(model, path: FlowPath, clips: torch.Tensor, ref_idx:
         rows = sel.nonzero().squeeze(1).to(device)
         frame = ref_idx[sel] - back
         out[rows, frame.to(device)] = predicted_references(model, path, out[rows], frame, steps, warm_start,
-                                                           generator, noise_generator)
+                                                           generator, noise_generator, precision)
     return out
