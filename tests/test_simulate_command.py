@@ -74,3 +74,10 @@ def test_two_workers_give_the_same_dataset(tmp_path):
             b = (tmp_path / "w2" / split / name).read_bytes()
             assert a == b, name
     assert stats[0]["smoke_fraction"] == stats[1]["smoke_fraction"]
+
+
+def test_fading_share_is_checked(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", "--out", str(tmp_path / "d"), "--train", "1", "--fading", "1.5"])
+    assert exit_info.value.code == 2 and "must be a share in [0, 1], got 1.5" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

@@ -142,3 +142,21 @@ def test_smoke_leaving_the_side_is_absorbed_not_wrapped_round():
         solver.step(torch.ones(1, 1, 1, 1), forcing, _physics(1, buoyancy=0.0))
     assert solver.density.sum().item() < 0.05 * start_mass
     assert solver.density[..., :, 8:40].max().item() < 1e-3, "smoke came back in from the other side"
+
+
+def test_fading_scenes_lose_their_smoke_and_leave_the_others_unchanged():
+    """--fading: the chosen scenes stop emitting and thin out; every other scene is the one fading = 0 draws."""
+    plain = simulate_sequences(8, 20, seed=5, split="val")
+    mixed = simulate_sequences(8, 20, seed=5, split="val", fading=0.5)
+    faded = [i for i in range(8) if not np.array_equal(plain[i], mixed[i])]
+    assert 0 < len(faded) < 8  # some chosen, not all
+    all_fading = simulate_sequences(8, 20, seed=5, split="val", fading=1.0)
+    mass = lambda video: video.astype(float).mean(axis=(1, 2, 3))  # noqa: E731
+    for i in range(8):
+        if i in faded:  # a fading scene is the same scene, fading being its only extra draw
+            np.testing.assert_array_equal(all_fading[i], mixed[i])
+    kept = np.mean([mass(plain[i])[-1] / max(mass(plain[i])[:3].max(), 1e-3) for i in range(8)])
+    left = np.mean([mass(all_fading[i])[-1] / max(mass(all_fading[i])[:3].max(), 1e-3) for i in range(8)])
+    assert left < 0.2 < kept  # ordinary plumes keep their smoke, fading ones lose most of it by frame 19
+    with pytest.raises(ValueError, match="fading must be a share"):
+        simulate_sequences(1, 3, seed=0, fading=1.5)

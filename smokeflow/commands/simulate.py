@@ -22,6 +22,16 @@ def _int_at_least(minimum: int):
     return parse
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a share in [0, 1], got {text}")
+    return value
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="dataset folder to create (must be empty or absent)")
     count = _int_at_least(0)
@@ -34,6 +44,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workers", type=_int_at_least(1), default=os.cpu_count() or 1,
                         help="worker processes; results are identical for any number "
                              "(default: one per CPU core, here %(default)s)")
+    parser.add_argument("--fading", type=_share, default=0.0,
+                        help="share of sequences whose smoke fades: the stacks stop emitting and the smoke thins "
+                             "out fast, as detached puffs in real footage do (default 0; the other sequences are "
+                             "exactly those --fading 0 writes)")
     parser.add_argument("--force", action="store_true",
                         help="write into a non-empty --out, replacing earlier simulated frames there")
 
@@ -48,7 +62,7 @@ def run(args) -> int:
     start = time.perf_counter()
     stats = write_simulated_dataset(args.out, train=args.train, val=args.val, test=args.test,
                                     frames=args.frames, seed=args.seed, workers=args.workers,
-                                    force=args.force)
+                                    force=args.force, fading=args.fading)
     seconds = time.perf_counter() - start
     total = args.train + args.val + args.test
     print(f"wrote {total} sequences of {args.frames} frames to {args.out} in {seconds:.1f} s "

@@ -62,11 +62,12 @@ def video_name(split: str, index: int) -> str:
 
 
 def simulate_indices(seed: int, split: str, indices: list[int], num_frames: int, size: int = 64,
-                     device="cpu") -> np.ndarray:
-    """Simulate the given sequences of ``split`` together; returns uint8 [len(indices),T,size,size,3]."""
+                     device="cpu", fading: float = 0.0) -> np.ndarray:
+    """Simulate the given sequences of ``split`` together; returns uint8 [len(indices),T,size,size,3].
+    fading: share of fading scenes (:func:`smokeflow.data.smoke_scenes.draw_scene`)."""
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    scenes = [draw_scene(sequence_rng(seed, split, i), num_frames) for i in indices]
+    scenes = [draw_scene(sequence_rng(seed, split, i), num_frames, fading) for i in indices]
     batch = SceneBatch(scenes, device=device)
     solver = SmokeSolver(len(scenes), GRID, GRID, SPONGE_TOP, SPONGE_SIDES, device=device)
     frames = np.empty((len(scenes), num_frames, size, size, 3), dtype=np.uint8)
@@ -80,11 +81,12 @@ def simulate_indices(seed: int, split: str, indices: list[int], num_frames: int,
 
 
 def simulate_sequences(num_sequences: int, num_frames: int, seed: int, size: int = 64,
-                       split: str = "train", device="cpu") -> np.ndarray:
+                       split: str = "train", device="cpu", fading: float = 0.0) -> np.ndarray:
     """Simulate ``num_sequences`` smoke sequences of ``num_frames`` frames.
 
     Returns uint8 [N,T,size,size,3]: smoke on black, RGB 0-255. Deterministic for ``seed``; sequence i
-    equals video i of ``split`` of a dataset written by :func:`write_simulated_dataset` with that seed.
+    equals video i of ``split`` of a dataset written by :func:`write_simulated_dataset` with that seed (and
+    ``fading``, the share of scenes made to fade).
     """
     if num_sequences < 0:
         raise ValueError(f"num_sequences must be >= 0, got {num_sequences}")
@@ -92,7 +94,7 @@ def simulate_sequences(num_sequences: int, num_frames: int, seed: int, size: int
     with single_threaded_torch():
         for start in range(0, num_sequences, BATCH_SIZE):
             indices = list(range(start, min(start + BATCH_SIZE, num_sequences)))
-            out[start:start + len(indices)] = simulate_indices(seed, split, indices, num_frames, size, device)
+            out[start:start + len(indices)] = simulate_indices(seed, split, indices, num_frames, size, device, fading)
     return out
 
 
@@ -105,11 +107,12 @@ class _Job:
     seed: int
     size: int
     keep_frames: int  # how many of these sequences to send back for the contact sheet
+    fading: float = 0.0
 
 
 def _run_job(job: _Job):
     """Simulate one batch and write its PNGs; returns (split, indices, per-sequence stats, kept frames)."""
-    frames = simulate_indices(job.seed, job.split, job.indices, job.num_frames, job.size)
+    frames = simulate_indices(job.seed, job.split, job.indices, job.num_frames, job.size, fading=job.fading)
     split_dir = os.path.join(job.out, job.split)
     for index, video in zip(job.indices, frames):
         write_video_pngs(split_dir, video_name(job.split, index), video)
@@ -162,14 +165,15 @@ def write_contact_sheet(path: str, sequences: np.ndarray, max_columns: int = 20,
 
 
 def write_simulated_dataset(out, train: int, val: int, test: int, frames: int, seed: int, workers: int = 1,
-                            force: bool = False, size: int = 64, progress: bool = True) -> dict:
+                            force: bool = False, size: int = 64, progress: bool = True, fading: float = 0.0) -> dict:
     """Simulate a dataset and write it in the users' layout.
 
     Writes ``OUT/<split>/sim_<split>_<NNNNN>_frame_<NNNN>.png`` (uint8 RGB, lossless),
     ``OUT/<split>_files.txt`` for every split with at least one video, and ``OUT/contact_sheet.png``
     (the first sequences of the first non-empty split as rows, frames as columns). ``workers``
     processes give results identical to one. Refuses a non-empty ``out`` unless ``force`` (then only
-    earlier simulated files are replaced; nothing else is deleted).
+    earlier simulated files are replaced; nothing else is deleted). ``fading``: share of sequences whose smoke
+    fades (:func:`smokeflow.data.smoke_scenes.make_fading`); the others are those ``fading`` = 0 writes.
 
     Returns the dataset statistics (see :func:`smokeflow.data.dataset_stats.smoke_dataset_statistics`)
     with an extra key ``contact_sheet`` (its path).
@@ -180,6 +184,8 @@ def write_simulated_dataset(out, train: int, val: int, test: int, frames: int, s
         raise ValueError(f"need non-negative split sizes with at least one sequence, got {counts}")
     if frames < 2:
         raise ValueError(f"need at least 2 frames per sequence, got {frames}")
+    if not 0.0 <= fading <= 1.0:
+        raise ValueError(f"fading must be a share in [0, 1], got {fading}")
     _check_output_folder(out, force)
     os.makedirs(out, exist_ok=True)
 
@@ -189,7 +195,7 @@ def write_simulated_dataset(out, train: int, val: int, test: int, frames: int, s
         for start in range(0, counts[split], BATCH_SIZE):
             indices = list(range(start, min(start + BATCH_SIZE, counts[split])))
             keep = max(0, CONTACT_SHEET_ROWS - start) if split == sheet_split else 0
-            jobs.append(_Job(out, split, indices, frames, seed, size, keep))
+            jobs.append(_Job(out, split, indices, frames, seed, size, keep, fading))
 
     results = []
     bar = tqdm(total=sum(counts.values()), unit="seq", desc="simulate", disable=not progress)

@@ -14,6 +14,7 @@ few rows where stacks may stand hidden, so their smoke enters from the bottom ed
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,6 +82,8 @@ class Scene:
     speck_rate: float
     pixel_noise: float
     render_seed: int
+    # Fading scenes only (make_fading): extra smoke loss per unit time at each solver step, [steps].
+    fade_dissipation: np.ndarray | None = None
 
 
 def total_steps(num_frames: int) -> int:
@@ -138,8 +141,15 @@ def _draw_colour(rng: np.random.Generator) -> np.ndarray:
     return colour / colour.max()
 
 
-def draw_scene(rng: np.random.Generator, num_frames: int) -> Scene:
-    """Draw one random scene for a sequence of ``num_frames`` frames from ``rng``."""
+def draw_scene(rng: np.random.Generator, num_frames: int, fading: float = 0.0) -> Scene:
+    """Draw one random scene for a sequence of ``num_frames`` frames from ``rng``.
+
+    fading: share of scenes (in [0, 1]) made to fade, see :func:`make_fading`. The choice is drawn after every
+    other draw of the scene, and only when ``fading`` > 0, so the scenes that do not fade are the very scenes
+    ``fading`` = 0 draws (the same seed gives the same dataset plus fading variants of some of its videos).
+    """
+    if not 0.0 <= fading <= 1.0:
+        raise ValueError(f"fading must be a share in [0, 1], got {fading}")
     steps = total_steps(num_frames)
     view_bottom = VIEW_TOP + VIEW - 1
 
@@ -209,7 +219,7 @@ def draw_scene(rng: np.random.Generator, num_frames: int) -> Scene:
         coarse[i] = keep * coarse[i - 1] + np.sqrt(1 - keep * keep) * coarse[i]
     stirring = (coarse * rng.uniform(0.0, 0.06)).astype(np.float32)
 
-    return Scene(
+    scene = Scene(
         source_x=source_x, source_y=source_y, source_radius=source_radius,
         density_rate=density_rate, heat_rate=heat_rate, exit_speed=exit_speed,
         wind_x=wind_x, wind_shear=rng.uniform(0.0, 1.5), wind_y=rng.uniform(-0.08, 0.03), dt=dt,
@@ -223,6 +233,38 @@ def draw_scene(rng: np.random.Generator, num_frames: int) -> Scene:
         speck_rate=rng.uniform(0.0, 4.0), pixel_noise=rng.uniform(0.0, 3.0),
         render_seed=int(rng.integers(0, 2**31 - 1)),
     )
+    if fading > 0 and rng.random() < fading:
+        scene = make_fading(scene, rng)
+    return scene
+
+
+# Share of its smoke a fading scene loses per frame (after the warm-up), drawn per scene.
+FADING_LOSS_PER_FRAME = (0.02, 0.12)
+
+
+def make_fading(scene: Scene, rng: np.random.Generator) -> Scene:
+    """``scene`` turned into smoke that fades: its stacks stop emitting at a random moment between shortly
+    before frame 0 and the middle of the sequence, and from then on its smoke dissipates fast (each frame loses
+    a share in :data:`FADING_LOSS_PER_FRAME` on top of the ordinary 0.1-6 %), so the last puffs drift off and
+    thin out.
+
+    Why: smoke in real webcam footage often comes in detached puffs that drift off and thin out within a few
+    frames (the RISE sample clip: mass 200 -> 80 over 8 frames), while every ordinary simulated plume is fed by
+    a source and keeps its smoke. A model trained only on those keeps and even feeds real puffs.
+    """
+    steps = len(scene.dt)
+    stop = int(rng.integers(WARMUP_STEPS - 2 * STEPS_PER_FRAME, WARMUP_STEPS + (steps - WARMUP_STEPS) // 2 + 1))
+    emitting = np.flatnonzero(scene.density_rate.sum(axis=1) > 0)
+    if len(emitting):  # a stack that starts late emits for a few frames before it stops
+        stop = max(stop, int(emitting[0]) + 4 * STEPS_PER_FRAME)
+    density_rate, heat_rate = scene.density_rate.copy(), scene.heat_rate.copy()
+    density_rate[stop:] = 0.0
+    heat_rate[stop:] = 0.0
+    loss = rng.uniform(*FADING_LOSS_PER_FRAME)
+    # The solver multiplies the density by exp(-dissipation * dt) at each step, STEPS_PER_FRAME steps a frame.
+    fade = np.zeros(steps)
+    fade[stop:] = -np.log1p(-loss) / (float(scene.dt[-1]) * STEPS_PER_FRAME)
+    return dataclasses.replace(scene, density_rate=density_rate, heat_rate=heat_rate, fade_dissipation=fade)
 
 
 class SceneBatch:
@@ -255,6 +297,9 @@ class SceneBatch:
         self.wind_y = tensor([s.wind_y for s in scenes]).view(-1, 1, 1, 1)
         self.dt = tensor(np.stack([s.dt for s in scenes], axis=1))  # [S,B]
         self.stirring = tensor(np.stack([s.stirring for s in scenes], axis=1))  # [S,B,2,r,r]
+        fades = [s.fade_dissipation for s in scenes]
+        self.fade_dissipation = None if all(f is None for f in fades) else tensor(np.stack(
+            [np.zeros(len(s.dt)) if f is None else f for s, f in zip(scenes, fades)], axis=1))  # [S,B]
 
         def per_sequence(name: str) -> torch.Tensor:
             return tensor([getattr(s, name) for s in scenes]).view(-1, 1, 1, 1)
@@ -286,6 +331,7 @@ class SceneBatch:
             source_upward_speed=(active * self.exit_speed).sum(dim=1, keepdim=True) / (active_sum + 1e-3),
             source_weight=torch.clamp(active_sum, 0.0, 1.0) * 0.8,
             stirring=stirring,
+            extra_dissipation=0.0 if self.fade_dissipation is None else self.fade_dissipation[step].view(-1, 1, 1, 1),
         )
 
 

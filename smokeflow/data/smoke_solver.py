@@ -144,6 +144,8 @@ class SmokeForcing:
     source_upward_speed: [B,1,H,W] upward exit speed the stack mouths impose on the vertical velocity,
     blended in with weight ``source_weight`` [B,1,H,W] in [0,1] (0 away from the mouths).
     stirring: [B,2,H,W] random body force (turbulence the grid is too coarse to resolve).
+    extra_dissipation: [B,1,1,1] fraction of smoke lost per unit time on top of the physics' own dissipation
+    during this step (fading scenes; 0 for the others).
     """
 
     wind_x: torch.Tensor
@@ -153,6 +155,7 @@ class SmokeForcing:
     source_upward_speed: torch.Tensor
     source_weight: torch.Tensor
     stirring: torch.Tensor
+    extra_dissipation: torch.Tensor | float = 0.0
 
 
 @dataclass
@@ -273,7 +276,7 @@ class SmokeSolver:
         scalars = torch.cat([density, temperature], dim=1)
         scalars = scalars + torch.clamp(physics.mixing * dt, max=0.25) * laplacian(scalars)
         density, temperature = scalars[:, 0:1], scalars[:, 1:2]
-        density = density * torch.exp(-(physics.dissipation + self.sponge) * dt)
+        density = density * torch.exp(-(physics.dissipation + forcing.extra_dissipation + self.sponge) * dt)
         temperature = temperature * torch.exp(-(physics.cooling + self.sponge) * dt)
         velocity = velocity * torch.exp(-self.sponge * dt)
 
