@@ -42,17 +42,24 @@ def detail_guidance_weight(text: str) -> float:
     return value
 
 
-def detail_amount(text: str) -> float:
-    """argparse type of ``--detail``: a number in [0, 1]."""
+def number_in_unit_interval(what: str = ""):
+    """argparse type of a number in [0, 1]; ``what`` names it in the error ("must be {what}in [0, 1], got X")."""
     import argparse
 
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not 0.0 <= value <= 1.0:
+            raise argparse.ArgumentTypeError(f"must be {what}in [0, 1], got {text}")
+        return value
+
+    return parse
+
+
+detail_amount = number_in_unit_interval()
+"""argparse type of ``--detail``: a number in [0, 1]."""
 
 
 def add_detail_argument(parser) -> None:

@@ -6,6 +6,8 @@ import argparse
 import os
 import time
 
+from smokeflow.commands import number_in_unit_interval
+
 HELP = "simulate smoke sequences into <split>/<video>_frame_<NNNN>.png, with statistics and a contact sheet"
 
 
@@ -22,16 +24,6 @@ def _int_at_least(minimum: int):
     return parse
 
 
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a share in [0, 1], got {text}")
-    return value
-
-
 def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="dataset folder to create (must be empty or absent)")
     count = _int_at_least(0)
@@ -44,7 +36,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workers", type=_int_at_least(1), default=os.cpu_count() or 1,
                         help="worker processes; results are identical for any number "
                              "(default: one per CPU core, here %(default)s)")
-    parser.add_argument("--fading", type=_share, default=0.0,
+    parser.add_argument("--fading", type=number_in_unit_interval("a share "), default=0.0,
                         help="share of sequences whose smoke fades: the stacks stop emitting and the smoke thins "
                              "out fast, as detached puffs in real footage do (default 0; the other sequences are "
                              "exactly those --fading 0 writes)")
