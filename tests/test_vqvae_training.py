@@ -140,3 +140,91 @@ def test_two_process_ddp_run_on_cpu(tmp_path, data_root):
     run_dir = os.path.join(runs, "ddp")
     assert [r["step"] for r in read_metrics(run_dir, "train")] == [2]
     assert os.path.isfile(os.path.join(run_dir, "latent_stats.safetensors"))
+
+
+def test_gradient_loss_pays_for_blurred_edges_not_for_shifted_brightness():
+    import torch
+    import torch.nn.functional as F
+
+    from smokeflow.training.vqvae_trainer import gradient_loss, reconstruction_weights
+
+    x = -torch.ones(2, 3, 16, 16)
+    x[:, :, 4:12, 4:12] = 0.6  # a square of smoke with hard edges
+    weights = reconstruction_weights(x, smoke_weight=4.0, dilation=1)
+    assert gradient_loss(x, x, weights).item() == 0.0
+    # A uniform offset inside the smoke keeps every edge inside it: only the rim's step changes.
+    brighter = x.clone()
+    brighter[:, :, 4:12, 4:12] += 0.1
+    blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    # The blur spreads each step over 3 pixels; the L1 of the differences counts that error twice per edge.
+    assert gradient_loss(blurred, x, weights) > 2 * gradient_loss(brighter, x, weights) > 0
+    # By hand, a 1x2 image x = [0, 1] against recon [0, 0], weights 1: one horizontal pair per channel, each off
+    # by 1, no vertical pairs -> 3 / (1 pair x 3 channels) = 1.
+    a = torch.tensor([0.0, 1.0]).view(1, 1, 1, 2).repeat(1, 3, 1, 1)
+    b = torch.zeros_like(a)
+    ones = torch.ones(1, 1, 1, 2)
+    assert gradient_loss(b, a, ones).item() == pytest.approx(1.0)
+
+
+def test_a_decoder_fine_tune_with_the_gradient_term_logs_it_and_sharpness(tmp_path, data_root):
+    import yaml
+
+    checkpoint = tiny_checkpoint(str(tmp_path / "source"), data_root)
+    config = yaml.safe_load(open(TINY_CONFIG))
+    config["vqvae_training"]["gradient_weight"] = 1.0
+    config_path = tmp_path / "grad.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    assert main(["train-vqvae", "--config", str(config_path), "--run-name", "grad", "--runs-dir", str(tmp_path),
+                 "--data", data_root, "--init-from", checkpoint, "--finetune-decoder", "--max-steps", "3"]) == 0
+    rows = read_metrics(str(tmp_path / "grad"))
+    train = [r for r in rows if r.get("kind") == "train"]
+    val = [r for r in rows if r.get("kind") == "val"]
+    assert train and all(r["gradient"] > 0 for r in train)
+    assert val and 0 < val[-1]["sharpness"] and 0 < val[-1]["sharpness_original"]
+
+
+def test_patch_discriminator_scores_8x8_patches_and_its_hinge_losses():
+    import torch
+
+    from smokeflow.models.patch_discriminator import (PatchDiscriminator, discriminator_hinge_loss,
+                                                      generator_adversarial_loss)
+
+    logits = PatchDiscriminator(width=8)(torch.zeros(2, 3, 64, 64))
+    assert logits.shape == (2, 1, 8, 8)
+    zeros = torch.zeros(2, 1, 8, 8)
+    assert discriminator_hinge_loss(zeros, zeros).item() == 2.0  # cannot tell real from decoded
+    assert discriminator_hinge_loss(zeros + 1, zeros - 1).item() == 0.0  # sure of every patch: no loss
+    assert discriminator_hinge_loss(zeros + 3, zeros - 5).item() == 0.0  # the hinge does not reward more
+    assert generator_adversarial_loss(zeros + 0.5).item() == -0.5
+
+
+def test_an_adversarial_decoder_fine_tune_trains_both_players_and_resumes_the_game(tmp_path, data_root):
+    import torch
+    import yaml
+
+    from smokeflow.training.checkpoint_io import load_train_state
+
+    checkpoint = tiny_checkpoint(str(tmp_path / "source"), data_root)
+    config = yaml.safe_load(open(TINY_CONFIG))
+    config["vqvae_training"].update(adversarial_weight=0.1, discriminator_width=8, log_every=1)
+    config_path = tmp_path / "adv.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    common = ["train-vqvae", "--config", str(config_path), "--run-name", "adv", "--runs-dir", str(tmp_path),
+              "--data", data_root]
+    assert main(common + ["--init-from", checkpoint, "--finetune-decoder", "--max-steps", "2"]) == 0
+    run_dir = tmp_path / "adv"
+    state = load_train_state(run_dir / "train_state.pt")
+    saved_judge = {k: v.clone() for k, v in state["discriminator"].items()}
+    assert state["discriminator_optimizer"]["state"]  # it took steps
+    train = [r for r in read_metrics(str(run_dir)) if r.get("kind") == "train"]
+    assert [r["step"] for r in train] == [1, 2]
+    assert all(np.isfinite(r["adversarial"]) and 0 <= r["discriminator"] <= 4 for r in train)
+    # Resumed, the game goes on against the saved discriminator: its weights move on from the saved ones.
+    assert main(common + ["--resume", "--max-steps", "4"]) == 0
+    resumed = load_train_state(run_dir / "train_state.pt")
+    assert resumed["step"] == 4
+    moved = [k for k in saved_judge if not torch.equal(saved_judge[k], resumed["discriminator"][k])]
+    assert moved and set(resumed["discriminator"]) == set(saved_judge)
+    # Adam's step count went on from the saved optimiser (a fresh discriminator would be at 2).
+    assert {float(s["step"]) for s in resumed["discriminator_optimizer"]["state"].values()} == {4.0}
+    assert [r["step"] for r in read_metrics(str(run_dir)) if r.get("kind") == "train"] == [1, 2, 3, 4]

@@ -47,6 +47,8 @@ from smokeflow.config import load_config, save_config, section_to_dataclass
 from smokeflow.data.clip_dataset import ClipDataset
 from smokeflow.data.smoke_mask import smoke_mask
 from smokeflow.errors import CheckpointError, ConfigError, SmokeflowError
+from smokeflow.models.patch_discriminator import (PatchDiscriminator, discriminator_hinge_loss,
+                                                  generator_adversarial_loss)
 from smokeflow.models.vqvae import VQVAE, LatentNormalizer, RunningChannelStats, VQVAEConfig
 from smokeflow.training import checkpoint_io as ckio
 from smokeflow.training.distributed import (DistributedContext, all_reduce_mean, barrier, broadcast_from_main,
@@ -71,6 +73,16 @@ class VQVAETrainingConfig:
     smoke_dilation: int = 1              # pixels of smoke-mask dilation (plume rims count as smoke)
     l1_weight: float = 1.0
     l2_weight: float = 1.0
+    # Smoke-weighted L1 on the image's finite differences (its edges). L1 and L2 on pixels are minimised by the
+    # average of the plumes a code could stand for, which is a blurred one; this term pays for edges where the
+    # target has them. 0 (off) is the loss the shipped autoencoder was first trained with.
+    gradient_weight: float = 0.0
+    # Weight of the patch discriminator's hinge loss for the decoder (smokeflow.models.patch_discriminator): pays
+    # for plausible filaments where L1/L2 draw the blurred average. 0 = off (no discriminator is built). Meant
+    # for --finetune-decoder, so the latents the flow model was trained on stay as they are.
+    adversarial_weight: float = 0.0
+    discriminator_width: int = 32
+    discriminator_lr_ratio: float = 2.0  # the discriminator's learning rate over the decoder's
     commitment_weight: float = 0.25
     lpips_weight: float = 0.1            # used only when LPIPS backbone weights are present
     lpips_weights_path: str | None = None
@@ -107,6 +119,20 @@ def reconstruction_weights(x: torch.Tensor, smoke_weight: float, dilation: int) 
     return 1.0 + smoke_weight * mask
 
 
+def gradient_loss(recon: torch.Tensor, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted L1 between the horizontal and vertical finite differences of recon and x ([B,3,H,W] in [-1,1];
+    weights [B,1,H,W], each difference weighted by the larger weight of its two pixels, so a plume's rim
+    counts as smoke). A float32 scalar; 0 when recon equals x."""
+    total, norm = recon.new_zeros(()), recon.new_zeros(())
+    for dim in (2, 3):
+        grad_error = (recon.diff(dim=dim) - x.diff(dim=dim)).abs()
+        pair_weights = torch.maximum(weights.narrow(dim, 0, weights.shape[dim] - 1),
+                                     weights.narrow(dim, 1, weights.shape[dim] - 1))
+        total = total + (pair_weights * grad_error).sum()
+        norm = norm + pair_weights.sum() * x.shape[1]
+    return total / norm
+
+
 def vqvae_loss(model_out, x: torch.Tensor, cfg: VQVAETrainingConfig, lpips_model=None) -> dict[str, torch.Tensor]:
     """All loss terms (float32 scalars) and their weighted sum under key ``loss``."""
     recon = model_out.reconstruction.float()
@@ -118,12 +144,39 @@ def vqvae_loss(model_out, x: torch.Tensor, cfg: VQVAETrainingConfig, lpips_model
     commitment = model_out.quantizer.commitment_loss
     terms = {"l1": l1, "l2": l2, "commitment": commitment}
     loss = cfg.l1_weight * l1 + cfg.l2_weight * l2 + cfg.commitment_weight * commitment
+    if cfg.gradient_weight > 0:
+        terms["gradient"] = gradient_loss(recon, x, weights)
+        loss = loss + cfg.gradient_weight * terms["gradient"]
     if lpips_model is not None and cfg.lpips_weight > 0:
         perceptual = lpips_model(recon, x).mean()
         terms["lpips"] = perceptual
         loss = loss + cfg.lpips_weight * perceptual
     terms["loss"] = loss
     return terms
+
+
+def adversarial_step(reconstruction: torch.Tensor, x: torch.Tensor, cfg: VQVAETrainingConfig, train_discriminator,
+                     discriminator: PatchDiscriminator, discriminator_optimizer, use_autocast: bool
+                     ) -> dict[str, torch.Tensor]:
+    """One step of the patch discriminator on real frames x and the detached reconstruction ([B,3,H,W] in
+    [-1,1]), then the decoder's adversarial loss against the updated discriminator. -> {"discriminator": its hinge
+    loss (detached), "adversarial": the decoder's term, differentiable in ``reconstruction``}.
+
+    train_discriminator is the module to train (DDP-wrapped under torchrun); the decoder's term goes through the
+    bare ``discriminator``, so its gradients reach the decoder but are never all-reduced into the discriminator's
+    (the next discriminator step zeroes them).
+    """
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_autocast):
+        logits = train_discriminator(torch.cat([x, reconstruction.detach()]))
+    real_logits, fake_logits = logits.chunk(2)
+    discriminator_loss = discriminator_hinge_loss(real_logits, fake_logits)
+    discriminator_optimizer.zero_grad(set_to_none=True)
+    discriminator_loss.backward()
+    torch.nn.utils.clip_grad_norm_(discriminator.parameters(), cfg.grad_clip)
+    discriminator_optimizer.step()
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_autocast):
+        adversarial = generator_adversarial_loss(discriminator(reconstruction))
+    return {"discriminator": discriminator_loss.detach(), "adversarial": adversarial}
 
 
 def learning_rate_at(progress: float, step: int, cfg: VQVAETrainingConfig) -> float:
@@ -187,6 +240,7 @@ def evaluate_frames(model: VQVAE, frames: torch.Tensor, device: torch.device, ba
     """Quantised-path reconstruction metrics on frames [N,3,H,W]: PSNR, smoke PSNR, SSIM, background level,
     codebook usage. Uses smokeflow.metrics.frame_metrics (the same numbers inspection reports)."""
     from smokeflow.metrics.frame_metrics import psnr, psnr_smoke, ssim
+    from smokeflow.metrics.smoke_stats import smoke_sharpness
 
     was_training = model.training
     model.eval()
@@ -206,6 +260,9 @@ def evaluate_frames(model: VQVAE, frames: torch.Tensor, device: torch.device, ba
     return {"psnr": float(np.mean(psnr(recon, original))),
             "psnr_smoke": float(np.nanmean(psnr_smoke(recon, original))),
             "ssim": float(np.mean(ssim(recon, original))),
+            # RMS intensity gradient over smoke pixels (0-255 per px): how much of the originals' sharpness survives.
+            "sharpness": float(np.nanmean(smoke_sharpness(recon))),
+            "sharpness_original": float(np.nanmean(smoke_sharpness(original))),
             "background_mean": float(recon[background].mean()) if background.any() else 0.0,
             "codes_used": int(used)}
 
@@ -273,10 +330,15 @@ def check_frozen_unchanged(model: VQVAE, source_weights: str) -> None:
         raise CheckpointError(source_weights, f"decoder fine-tune changed frozen tensors {changed[:5]}")
 
 
-def _save_checkpoint(run_dir: str, model: VQVAE, optimizer, step: int, train_seconds: float) -> None:
+def _save_checkpoint(run_dir: str, model: VQVAE, optimizer, step: int, train_seconds: float,
+                     discriminator=None, discriminator_optimizer=None) -> None:
     ckio.save_weights(model.state_dict(), os.path.join(run_dir, ckio.VQVAE_WEIGHTS), metadata={"step": str(step)})
-    ckio.save_train_state(os.path.join(run_dir, ckio.TRAIN_STATE), {
-        "step": step, "train_seconds": train_seconds, "optimizer": optimizer.state_dict(), "rng": ckio.rng_state()})
+    state = {"step": step, "train_seconds": train_seconds, "optimizer": optimizer.state_dict(),
+             "rng": ckio.rng_state()}
+    if discriminator is not None:  # the adversarial game resumes where it stopped, not against a new judge
+        state["discriminator"] = discriminator.state_dict()
+        state["discriminator_optimizer"] = discriminator_optimizer.state_dict()
+    ckio.save_train_state(os.path.join(run_dir, ckio.TRAIN_STATE), state)
 
 
 def train_vqvae(config_path: str | os.PathLike, run_name: str, runs_dir: str = "runs", device: str | None = None,
@@ -350,11 +412,20 @@ def _train(config, model_cfg: VQVAEConfig, cfg: VQVAETrainingConfig, ctx: Distri
         freeze_encoder_and_quantizer(model)
     trained = model.decoder.parameters() if cfg.finetune_decoder else model.parameters()
     optimizer = torch.optim.AdamW(trained, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    discriminator = discriminator_optimizer = None
+    if cfg.adversarial_weight > 0:
+        discriminator = PatchDiscriminator(cfg.discriminator_width).to(device)
+        # beta1 0.5: the usual choice for both players of a GAN, whose targets move every step.
+        discriminator_optimizer = torch.optim.AdamW(discriminator.parameters(), betas=(0.5, 0.9),
+                                                    lr=cfg.learning_rate * cfg.discriminator_lr_ratio)
     step, train_seconds = 0, 0.0
     if resume:
         ckio.load_state_into(model, os.path.join(run_dir, ckio.VQVAE_WEIGHTS), device)
         state = ckio.load_train_state(os.path.join(run_dir, ckio.TRAIN_STATE))
         optimizer.load_state_dict(state["optimizer"])
+        if discriminator is not None and "discriminator" in state:
+            discriminator.load_state_dict(state["discriminator"])
+            discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])
         step, train_seconds = int(state["step"]), float(state["train_seconds"])
         ckio.set_rng_state(state["rng"])
         if ctx.rank:
@@ -384,11 +455,13 @@ def _train(config, model_cfg: VQVAEConfig, cfg: VQVAETrainingConfig, ctx: Distri
             if ctx.is_main:
                 tqdm.write(f"note: LPIPS loss term skipped: {reason}")
 
-    train_model = model
+    train_model, train_discriminator = model, discriminator
     if ctx.is_distributed:
+        device_ids = [device.index] if device.type == "cuda" else None
         # Codebook buffers are kept identical by the quantiser's own all-reduce, so no buffer broadcast.
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+        if discriminator is not None:  # DDP copies rank 0's initial weights to every rank
+            train_discriminator = torch.nn.parallel.DistributedDataParallel(discriminator, device_ids=device_ids)
     val_frames = _fixed_frames(data_root, "val", cfg.val_frames, model_cfg.input_size) if ctx.is_main else None
     batches = _frame_loader(dataset, cfg.batch_size, ctx, cfg.seed + step, cfg.num_workers)
     # bf16 autocast on CUDA and on CPUs with native bf16; on other CPUs it is about 2x slower than float32.
@@ -414,6 +487,9 @@ def _train(config, model_cfg: VQVAEConfig, cfg: VQVAETrainingConfig, ctx: Distri
             lr = learning_rate_at(progress_frac, step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            if discriminator_optimizer is not None:
+                for group in discriminator_optimizer.param_groups:
+                    group["lr"] = lr * cfg.discriminator_lr_ratio
             tic = time.time()
             x = next(batches).to(device, non_blocking=True)
             if cfg.finetune_decoder:
@@ -421,6 +497,10 @@ def _train(config, model_cfg: VQVAEConfig, cfg: VQVAETrainingConfig, ctx: Distri
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
                 out = train_model(x)
             terms = vqvae_loss(out, x, cfg, lpips_model)
+            if discriminator is not None:
+                terms.update(adversarial_step(out.reconstruction, x, cfg, train_discriminator, discriminator,
+                                              discriminator_optimizer, use_autocast))
+                terms["loss"] = terms["loss"] + cfg.adversarial_weight * terms["adversarial"]
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -445,12 +525,13 @@ def _train(config, model_cfg: VQVAEConfig, cfg: VQVAETrainingConfig, ctx: Distri
                 bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}", val_psnr=f"{val['psnr']:.1f}")
             # Only rank 0 writes and nobody waits for it: the next gradient all-reduce synchronises anyway.
             if ctx.is_main and time.time() - last_checkpoint >= cfg.checkpoint_every_minutes * 60:
-                _save_checkpoint(run_dir, model, optimizer, step, train_seconds)
+                _save_checkpoint(run_dir, model, optimizer, step, train_seconds, discriminator,
+                                 discriminator_optimizer)
                 last_checkpoint = time.time()
     finally:
         bar.close()
     if ctx.is_main:
-        _save_checkpoint(run_dir, model, optimizer, step, train_seconds)
+        _save_checkpoint(run_dir, model, optimizer, step, train_seconds, discriminator, discriminator_optimizer)
     final = {}
     if val_frames is not None:
         final = evaluate_frames(model, val_frames, device)
