@@ -228,3 +228,30 @@ def test_an_adversarial_decoder_fine_tune_trains_both_players_and_resumes_the_ga
     # Adam's step count went on from the saved optimiser (a fresh discriminator would be at 2).
     assert {float(s["step"]) for s in resumed["discriminator_optimizer"]["state"].values()} == {4.0}
     assert [r["step"] for r in read_metrics(str(run_dir)) if r.get("kind") == "train"] == [1, 2, 3, 4]
+
+
+def test_the_discriminator_never_pushes_pixels_the_decoder_draws_exactly_black():
+    """Through the decoder's straight-through clamp, the adversarial gradient would reach the raw values below
+    the black background and lift them into a grey haze; adversarial_step must give those pixels none."""
+    import torch
+
+    from smokeflow.models.patch_discriminator import PatchDiscriminator
+    from smokeflow.models.vqvae import clamp_straight_through
+    from smokeflow.training.vqvae_trainer import VQVAETrainingConfig, adversarial_step
+
+    torch.manual_seed(0)
+    raw = torch.full((2, 3, 64, 64), -4.0)  # the decoder's black background, far below -1
+    raw[:, :, 16:48, 16:48] = 0.3 * torch.rand(2, 3, 32, 32)  # a plume
+    raw.requires_grad_(True)
+    reconstruction = clamp_straight_through(raw)
+    discriminator = PatchDiscriminator(width=8)
+    optimizer = torch.optim.AdamW(discriminator.parameters(), lr=1e-3)
+    before = {k: v.clone() for k, v in discriminator.state_dict().items()}
+    terms = adversarial_step(reconstruction, torch.zeros(2, 3, 64, 64) - 1, VQVAETrainingConfig(adversarial_weight=0.1),
+                             discriminator, discriminator, optimizer, use_autocast=False)
+    assert 0 <= terms["discriminator"].item() and not terms["discriminator"].requires_grad
+    assert any(not torch.equal(before[k], v) for k, v in discriminator.state_dict().items())  # it took a step
+    terms["adversarial"].backward()
+    background = raw.grad[:, :, :16, :]
+    plume = raw.grad[:, :, 16:48, 16:48]
+    assert background.abs().max().item() == 0.0 and plume.abs().max().item() > 0

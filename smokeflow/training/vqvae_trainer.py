@@ -174,8 +174,11 @@ def adversarial_step(reconstruction: torch.Tensor, x: torch.Tensor, cfg: VQVAETr
     discriminator_loss.backward()
     torch.nn.utils.clip_grad_norm_(discriminator.parameters(), cfg.grad_clip)
     discriminator_optimizer.step()
+    # A true clamp, not the decoder's straight-through one: pixels drawn at exactly black get no push from the
+    # discriminator. Through the straight-through clamp its gradient reached the raw values under the black
+    # background, which drifted up into a grey haze (measured: val PSNR 34.6 -> 27 dB in 400 steps).
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_autocast):
-        adversarial = generator_adversarial_loss(discriminator(reconstruction))
+        adversarial = generator_adversarial_loss(discriminator(reconstruction.clamp(-1, 1)))
     return {"discriminator": discriminator_loss.detach(), "adversarial": adversarial}
 
 
@@ -411,7 +414,9 @@ def _train(config, model_cfg: VQVAEConfig, cfg: VQVAETrainingConfig, ctx: Distri
     if cfg.finetune_decoder:
         freeze_encoder_and_quantizer(model)
     trained = model.decoder.parameters() if cfg.finetune_decoder else model.parameters()
-    optimizer = torch.optim.AdamW(trained, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    # With a discriminator the decoder's gradient moves as the discriminator learns: the usual GAN betas.
+    betas = (0.5, 0.9) if cfg.adversarial_weight > 0 else (0.9, 0.999)
+    optimizer = torch.optim.AdamW(trained, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, betas=betas)
     discriminator = discriminator_optimizer = None
     if cfg.adversarial_weight > 0:
         discriminator = PatchDiscriminator(cfg.discriminator_width).to(device)
