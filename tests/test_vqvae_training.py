@@ -129,6 +129,12 @@ def test_reconstruction_metrics_see_background_noise():
     assert metrics["background_nonzero_fraction"] == pytest.approx(100 / (64 * 64 - 400))
     assert metrics["psnr_smoke"] == 100.0  # the smoke itself is exact
     assert error_map(original, noisy)[0, 0, 0].max() > 0 and error_map(original, noisy)[0, 30, 30].max() == 0
+    assert perfect["sharpness"] == perfect["sharpness_original"] > 0
+    padded = np.pad(original.astype(float), ((0, 0), (2, 2), (2, 2), (0, 0)), mode="edge")
+    soft = np.mean([padded[:, dy:dy + 64, dx:dx + 64] for dy in range(5) for dx in range(5)], axis=0)
+    soft = soft.round().astype(np.uint8)  # a 5x5 box blur: the square's edges spread over 5 px
+    assert reconstruction_metrics(original, soft)["sharpness"] < perfect["sharpness"]
+    assert reconstruction_metrics(original * 0, original * 0)["sharpness"] is None  # no smoke, no sharpness
 
 
 def test_two_process_ddp_run_on_cpu(tmp_path, data_root):

@@ -27,6 +27,7 @@ from PIL import Image
 
 from smokeflow.data.smoke_mask import smoke_mask
 from smokeflow.metrics.frame_metrics import psnr, psnr_smoke, ssim
+from smokeflow.metrics.smoke_stats import smoke_sharpness
 
 # Error maps: |error| of the brightest channel, scaled so that this error (0-255 scale) is full white.
 ERROR_MAP_FULL_SCALE = 64.0
@@ -74,7 +75,9 @@ def reconstruction_metrics(originals: np.ndarray, reconstructions: np.ndarray) -
     psnr / ssim: whole frames; psnr_smoke: over smoke pixels (target or reconstruction) only, NaN-free mean
     over frames that have smoke; background_*: the reconstruction on pixels that are black-background in
     the original (0-255 scale) — the decoder noise a viewer sees on black; background_nonzero_fraction:
-    share of those pixels that are not exactly 0.
+    share of those pixels that are not exactly 0; sharpness / sharpness_original: RMS intensity gradient over
+    smoke pixels (0-255 per px, :func:`~smokeflow.metrics.smoke_stats.smoke_sharpness`), mean over frames
+    with smoke: how much of the originals' edges the decoder draws.
     """
     p = psnr(reconstructions, originals).ravel()
     s = ssim(reconstructions, originals).ravel()
@@ -82,6 +85,7 @@ def reconstruction_metrics(originals: np.ndarray, reconstructions: np.ndarray) -
     background = ~smoke_mask(originals)
     values = reconstructions[background] if background.any() else np.zeros((0, 3), np.uint8)
     defined = ~np.isnan(ps)
+    sharpness, sharpness_original = smoke_sharpness(reconstructions), smoke_sharpness(originals)
     return {
         "num_frames": int(p.size),
         "psnr": float(p.mean()), "psnr_std": float(p.std()),
@@ -93,7 +97,15 @@ def reconstruction_metrics(originals: np.ndarray, reconstructions: np.ndarray) -
         "background_nonzero_fraction": float((values.max(axis=-1) > 0).mean()) if values.size else 0.0,
         "background_above_threshold_fraction": float(smoke_mask(reconstructions)[background].mean())
         if background.any() else 0.0,
+        "sharpness": _nan_mean(sharpness), "sharpness_original": _nan_mean(sharpness_original),
     }
+
+
+def _nan_mean(values: np.ndarray) -> float | None:
+    """Mean over the finite values (frames with smoke), None when there are none."""
+    values = np.asarray(values, dtype=float).ravel()
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else None
 
 
 def latent_statistics(latents: torch.Tensor, bins: int = 61, value_range: float = 6.0) -> dict[str, Any]:
@@ -229,6 +241,10 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def format_report(report: dict[str, Any]) -> str:
     """A short human-readable summary of :func:`inspect_vqvae`'s report."""
     q, c, lat, cb = report["quantized"], report["continuous"], report["latents"], report["codebook"]
@@ -240,6 +256,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"continuous path: PSNR {c['psnr']:.2f} dB  SSIM {c['ssim']:.4f}  smoke PSNR {smoke_c}",
         f"background     : mean {q['background_mean']:.3f}, max {q['background_max']}, "
         f"non-zero {100 * q['background_nonzero_fraction']:.2f} % of background pixels",
+        f"sharpness      : {_fmt(q.get('sharpness'))} (originals {_fmt(q.get('sharpness_original'))}; RMS intensity "
+        "gradient over smoke pixels, 0-255 per px)",
         f"latents        : mean {lat['mean']:+.3f} std {lat['std']:.3f} (per-channel std "
         f"{lat['per_channel_std_min']:.2f}..{lat['per_channel_std_max']:.2f}), range {lat['min']:.1f}..{lat['max']:.1f}",
         f"codebook       : {cb['codes_used']}/{cb['codebook_size']} codes used "
