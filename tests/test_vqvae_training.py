@@ -261,3 +261,14 @@ def test_the_discriminator_never_pushes_pixels_the_decoder_draws_exactly_black()
     background = raw.grad[:, :, :16, :]
     plume = raw.grad[:, :, 16:48, 16:48]
     assert background.abs().max().item() == 0.0 and plume.abs().max().item() > 0
+
+
+def test_the_shipped_decoder_fine_tune_config_fits_the_shipped_autoencoder():
+    from smokeflow.config import load_config
+    from smokeflow.training.vqvae_trainer import load_training_config
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    _, model_cfg, train_cfg = load_training_config(os.path.join(repo, "configs", "decoder_adversarial.yaml"))
+    assert train_cfg.adversarial_weight > 0 and train_cfg.gradient_weight > 0 and train_cfg.max_steps == 1000
+    shipped = load_config(os.path.join(repo, "checkpoints", "default", "config.yaml"))["vqvae"]
+    assert load_config(os.path.join(repo, "configs", "decoder_adversarial.yaml"))["vqvae"] == shipped
