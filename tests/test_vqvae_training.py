@@ -236,6 +236,53 @@ def test_an_adversarial_decoder_fine_tune_trains_both_players_and_resumes_the_ga
     assert [r["step"] for r in read_metrics(str(run_dir)) if r.get("kind") == "train"] == [1, 2, 3, 4]
 
 
+def _adversarial_config(tmp_path, weight: float) -> str:
+    import yaml
+
+    config = yaml.safe_load(open(TINY_CONFIG))
+    config["vqvae_training"].update(adversarial_weight=weight, discriminator_width=8, log_every=1)
+    path = tmp_path / f"adv_{weight}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_resuming_with_a_discriminator_the_run_never_had_says_so(tmp_path, data_root, capsys):
+    from smokeflow.training.checkpoint_io import load_train_state
+
+    checkpoint = tiny_checkpoint(str(tmp_path / "source"), data_root)
+    common = ["train-vqvae", "--run-name", "plain", "--runs-dir", str(tmp_path), "--data", data_root]
+    assert main(common + ["--config", _adversarial_config(tmp_path, 0.0), "--init-from", checkpoint,
+                          "--finetune-decoder", "--max-steps", "2"]) == 0
+    assert "discriminator" not in load_train_state(tmp_path / "plain" / "train_state.pt")
+    capsys.readouterr()
+    assert main(common + ["--config", _adversarial_config(tmp_path, 0.1), "--resume", "--max-steps", "3"]) == 0
+    assert "a fresh one starts now" in capsys.readouterr().out
+    notes = [r["message"] for r in read_metrics(str(tmp_path / "plain"), "note")]
+    assert any("had no discriminator" in n for n in notes)
+    assert "discriminator" in load_train_state(tmp_path / "plain" / "train_state.pt")  # kept from now on
+    # And back: switching it off again is said too (the next checkpoint drops it).
+    assert main(common + ["--config", _adversarial_config(tmp_path, 0.0), "--resume", "--max-steps", "4"]) == 0
+    assert "will not keep it" in capsys.readouterr().out
+
+
+def test_two_process_ddp_adversarial_fine_tune_on_cpu(tmp_path, data_root):
+    """The discriminator is DDP-wrapped too: a 2-rank gloo run trains both players and saves the game."""
+    from smokeflow.training.checkpoint_io import load_train_state
+
+    checkpoint = tiny_checkpoint(str(tmp_path / "source"), data_root)
+    runs = str(tmp_path / "runs")
+    code = main(["train-vqvae", "--config", _adversarial_config(tmp_path, 0.1), "--run-name", "ddp_adv",
+                 "--runs-dir", runs, "--data", data_root, "--device", "cpu", "--num-gpus", "2", "--max-steps", "2",
+                 "--init-from", checkpoint, "--finetune-decoder"])
+    assert code == 0
+    run_dir = os.path.join(runs, "ddp_adv")
+    train = read_metrics(run_dir, "train")
+    assert [r["step"] for r in train] == [1, 2]
+    assert all(np.isfinite(r["adversarial"]) and 0 <= r["discriminator"] <= 4 for r in train)
+    state = load_train_state(os.path.join(run_dir, "train_state.pt"))
+    assert {float(s["step"]) for s in state["discriminator_optimizer"]["state"].values()} == {2.0}
+
+
 def test_the_discriminator_never_pushes_pixels_the_decoder_draws_exactly_black():
     """Through the decoder's straight-through clamp, the adversarial gradient would reach the raw values below
     the black background and lift them into a grey haze; adversarial_step must give those pixels none."""

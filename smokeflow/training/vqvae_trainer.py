@@ -155,6 +155,18 @@ def vqvae_loss(model_out, x: torch.Tensor, cfg: VQVAETrainingConfig, lpips_model
     return terms
 
 
+def discriminator_resume_notes(wanted: bool, saved: bool, run_dir: str) -> list[str]:
+    """What resuming does to the adversarial game when the config and the saved train state disagree: a
+    discriminator asked for that the run never had starts fresh; one the run had but the config no longer asks
+    for is left out of the next checkpoint. Both are said, not done silently."""
+    if wanted and not saved:
+        return [f"{run_dir}: the run had no discriminator (adversarial_weight was 0); a fresh one starts now"]
+    if saved and not wanted:
+        return [f"{run_dir}: adversarial_weight is 0 now, so the run's discriminator is not used, and the next "
+                "checkpoint will not keep it"]
+    return []
+
+
 def adversarial_step(reconstruction: torch.Tensor, x: torch.Tensor, cfg: VQVAETrainingConfig, train_discriminator,
                      discriminator: PatchDiscriminator, discriminator_optimizer, use_autocast: bool
                      ) -> dict[str, torch.Tensor]:
@@ -424,6 +436,7 @@ def _train(config, model_cfg: VQVAEConfig, cfg: VQVAETrainingConfig, ctx: Distri
         discriminator_optimizer = torch.optim.AdamW(discriminator.parameters(), betas=(0.5, 0.9),
                                                     lr=cfg.learning_rate * cfg.discriminator_lr_ratio)
     step, train_seconds = 0, 0.0
+    resume_notes = []
     if resume:
         ckio.load_state_into(model, os.path.join(run_dir, ckio.VQVAE_WEIGHTS), device)
         state = ckio.load_train_state(os.path.join(run_dir, ckio.TRAIN_STATE))
@@ -431,6 +444,7 @@ def _train(config, model_cfg: VQVAEConfig, cfg: VQVAETrainingConfig, ctx: Distri
         if discriminator is not None and "discriminator" in state:
             discriminator.load_state_dict(state["discriminator"])
             discriminator_optimizer.load_state_dict(state["discriminator_optimizer"])
+        resume_notes = discriminator_resume_notes(discriminator is not None, "discriminator" in state, run_dir)
         step, train_seconds = int(state["step"]), float(state["train_seconds"])
         ckio.set_rng_state(state["rng"])
         if ctx.rank:
@@ -445,6 +459,10 @@ def _train(config, model_cfg: VQVAEConfig, cfg: VQVAETrainingConfig, ctx: Distri
             shutil.copyfile(os.path.join(cfg.init_from, ckio.LATENT_STATS), os.path.join(run_dir, ckio.LATENT_STATS))
     barrier(ctx)
     logger = RunLogger(run_dir, enabled=ctx.is_main, use_wandb=use_wandb, config=config)
+    for note in resume_notes:
+        logger.note(step, note)
+        if ctx.is_main:
+            tqdm.write(f"note: {note}")
 
     lpips_model = None
     if cfg.lpips_weight > 0:
