@@ -25,7 +25,7 @@ import torch
 from smokeflow.config import load_config, section_to_dataclass
 from smokeflow.data.image_io import resize_center_crop
 from smokeflow.errors import CheckpointError, ConfigError, SmokeflowError
-from smokeflow.flow.defaults import DEFAULT_WARM_START
+from smokeflow.flow.defaults import DEFAULT_WARM_START, auto_detail
 from smokeflow.models.vqvae import VQVAE, LatentNormalizer, VQVAEConfig
 from smokeflow.training import checkpoint_io as ckio
 
@@ -40,7 +40,8 @@ class Prediction:
     frames: uint8 [num_samples, num_frames, 64, 64, 3]; latents: float32 [K, F, C, h, w] (normalised);
     nfe: network evaluations per sample; seconds: wall time including encoding and decoding;
     warm_start_motion: the :class:`~smokeflow.data.smoke_velocity.SmokeVelocity` the warm start advected the
-    previous frame by (None: RIVER's warm start, or no warm start).
+    previous frame by (None: RIVER's warm start, or no warm start); detail: the detail blend amount used, in
+    [0, 1] (see :meth:`SmokeFlow.resolve_detail`).
     """
 
     frames: np.ndarray
@@ -48,6 +49,7 @@ class Prediction:
     nfe: int
     seconds: float
     warm_start_motion: object = None
+    detail: float = 0.0
 
 
 def frames_to_model_input(frames, size: int) -> torch.Tensor:
@@ -196,11 +198,22 @@ class SmokeFlow:
         return self.decode(self.encode(frames), quantize=quantize)
 
     # ---------------------------------------------------------------------------------- prediction
+    def resolve_detail(self, detail: float | None, warm_start: float) -> float:
+        """The detail blend amount a prediction at warm start ``warm_start`` uses: ``detail`` when given, else
+        "auto": :func:`~smokeflow.flow.defaults.auto_detail` (0 at the default warm start and above, 0.25 at
+        s = 0.1; lower warm starts soften rollouts and the detail copy makes up for it) when the folder has
+        detail weights, 0 when it has none (a folder trained by ``smokeflow train`` alone)."""
+        if detail is not None:
+            return float(detail)
+        if not self.flow.has_detail:
+            return 0.0
+        return auto_detail(warm_start)
+
     def predict_latents(self, z_obs, num_frames: int, steps: int = 10, solver: str = "euler",
                         warm_start: float = DEFAULT_WARM_START, num_samples: int = 1, seed: int = 0,
                         context_policy: str = "per_call", callback: Callable | None = None,
                         reencode: bool = False, warm_start_motion="auto", detail_guidance: float = 0.0,
-                        detail: float = 0.0):
+                        detail: float | None = None):
         """Normalised latents z_obs [T_obs,C,h,w] -> RolloutResult(latents [K,F,C,h,w], nfe, seconds,
         warm_start_motion).
 
@@ -221,9 +234,12 @@ class SmokeFlow:
         0 (the default) is plain sampling.
         detail: a in [0, 1], the share of the folder's detail-distilled weights (``flow_detail.safetensors``)
         blended into the network (:mod:`smokeflow.flow.detail_blend`): sharper rollouts at no extra cost per
-        step, at some cost in PSNR; 0 (the default) is the network as trained. CheckpointError names the file
-        when a > 0 and the folder has none.
+        step, at some cost in PSNR; 0 is the network as trained. None (the default) is "auto"
+        (:meth:`resolve_detail`): the amount that keeps rollouts at this warm start as sharp as the default
+        warm start keeps them, 0 at s >= 0.2. CheckpointError names the file when a > 0 is asked for and the
+        folder has none. The result's ``detail`` is the amount used.
         """
+        detail = self.resolve_detail(detail, warm_start)
         self.flow.set_detail(detail)  # first: a bad amount or a missing file fails before any work
         z_obs = torch.as_tensor(z_obs).float().to(self.device)
         _warm_start_motion_mode(warm_start_motion)  # a bad value fails at any s
@@ -251,6 +267,7 @@ class SmokeFlow:
                                            callback=callback, project_frame=self.reencode_latents if reencode else None,
                                            warm_start_source=source, detail_guidance=guidance)
         result.warm_start_motion = velocity
+        result.detail = detail
         if source is not None or guidance is not None:
             result.decoded_images = [decode.images_of(result.latents[:, f]) for f in range(num_frames)]
         return result
@@ -336,12 +353,13 @@ class SmokeFlow:
                 warm_start: float = DEFAULT_WARM_START, num_samples: int = 1, seed: int = 0,
                 context_policy: str = "per_call",
                 callback: Callable | None = None, reencode: bool = False, warm_start_motion="auto",
-                detail_guidance: float = 0.0, detail: float = 0.0) -> Prediction:
+                detail_guidance: float = 0.0, detail: float | None = None) -> Prediction:
         """Observed uint8 frames [T>=1,H,W,3] (any size) -> Prediction with frames uint8 [K,F,S,S,3].
 
         reencode, warm_start_motion, detail_guidance, detail: see :meth:`predict_latents`."""
         start = time.perf_counter()
         # Fail early (before encoding) for a VQVAE-only folder, a bad detail amount or missing detail weights.
+        detail = self.resolve_detail(detail, warm_start)
         self.flow.set_detail(detail)
         z_obs = self.encode(frames)
         # Measured on the frames themselves (resized), not on their reconstructions.
@@ -355,4 +373,4 @@ class SmokeFlow:
         latents = result.latents.float().cpu()
         frames_out = self.decode_rollout(result)
         return Prediction(frames_out, latents, int(result.nfe), time.perf_counter() - start,
-                          result.warm_start_motion)
+                          result.warm_start_motion, detail)

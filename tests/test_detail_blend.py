@@ -114,6 +114,65 @@ def test_cli_detail_option(folders, tmp_path, capsys):
     assert not os.path.exists(tmp_path / "c.gif")
 
 
+def test_auto_detail_grows_as_the_warm_start_falls_below_the_default():
+    from smokeflow.flow.defaults import AUTO_DETAIL_MAX, DEFAULT_WARM_START, auto_detail
+
+    assert auto_detail(DEFAULT_WARM_START) == auto_detail(0.5) == 0.0  # the default samples as trained
+    assert auto_detail(0.1) == 0.25 and auto_detail(0.15) == 0.125
+    assert auto_detail(0.0) == AUTO_DETAIL_MAX <= 1.0
+
+
+def test_detail_left_to_the_pipeline_is_the_auto_amount_for_the_warm_start(folders, tmp_path, capsys):
+    with_detail, _, run = folders
+    pipe = SmokeFlow.from_pretrained(with_detail)
+    frames = _frames(pipe)
+    kwargs = dict(num_frames=3, steps=3, num_samples=2, seed=4, warm_start=0.1)
+    auto = pipe.predict(frames, **kwargs)
+    assert auto.detail == 0.25 == pipe.resolve_detail(None, 0.1)
+    assert np.array_equal(auto.frames, pipe.predict(frames, detail=0.25, **kwargs).frames)
+    plain = pipe.predict(frames, detail=0.0, **kwargs)
+    assert plain.detail == 0.0 and not np.array_equal(auto.frames, plain.frames)  # an explicit 0 is kept
+    # At the default warm start auto means none; a folder without detail weights gets none, without an error.
+    assert pipe.predict(frames, num_frames=1, steps=1).detail == 0.0
+    without = SmokeFlow.from_pretrained(run)
+    assert without.predict(frames, **kwargs).detail == 0.0
+    # The CLI: auto is the default and can be said; the amount used is printed.
+    clip = str(tmp_path / "clip.gif")
+    from smokeflow.data.video_io import write_video
+
+    write_video(clip, frames.repeat(2, axis=0), fps=4)
+    base = ["predict", "--input", clip, "--num-frames", "2", "--steps", "2", "--checkpoint", with_detail,
+            "--warm-start", "0.1"]
+    capsys.readouterr()
+    assert cli_main(base + ["--out", str(tmp_path / "a.gif")]) == 0
+    assert "warm start 0.1, detail 0.25 (auto):" in capsys.readouterr().out
+    assert cli_main(base + ["--detail", "AUTO", "--out", str(tmp_path / "b.gif")]) == 0
+    assert "detail 0.25 (auto)" in capsys.readouterr().out
+    assert cli_main(base + ["--detail", "0", "--out", str(tmp_path / "c.gif")]) == 0
+    assert "detail" not in capsys.readouterr().out.split("->")[0]
+
+
+def test_evaluate_records_the_auto_detail_amount(folders, tmp_path):
+    import csv
+    import json
+
+    from vqvae_helpers import tiny_dataset
+
+    with_detail, _, _ = folders
+    root = tiny_dataset(str(tmp_path.parent))
+    common = ["evaluate", "--checkpoint", with_detail, "--data", root, "--split", "val", "--num-frames", "2",
+              "--steps", "2", "--no-fvd-download", "--no-progress", "--no-baselines"]
+    report = tmp_path / "auto.json"
+    assert cli_main([*common, "--warm-start", "0.1", "--json", str(report)]) == 0
+    settings = json.load(open(report))["predictors"]["model"]["settings"]
+    assert settings["detail"] == 0.25 and settings["detail_auto"] is True
+    csv_path = tmp_path / "auto.csv"
+    assert cli_main([*common, "--sweep", "detail=auto,0", "warm_start=0.1,0.2", "--csv", str(csv_path)]) == 0
+    with open(csv_path) as fh:
+        amounts = sorted((float(r["warm_start"]), float(r["detail"])) for r in csv.DictReader(fh))
+    assert amounts == [(0.1, 0.0), (0.1, 0.25), (0.2, 0.0)]  # auto at 0.2 is 0: run once
+
+
 def test_evaluate_sweeps_the_detail_amount(folders, tmp_path):
     """`evaluate --sweep detail=0,1` on the tiny run: one CSV row per amount, and the amount reaches sampling."""
     import csv

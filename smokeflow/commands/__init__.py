@@ -58,16 +58,23 @@ def number_in_unit_interval(what: str = ""):
     return parse
 
 
-detail_amount = number_in_unit_interval()
-"""argparse type of ``--detail``: a number in [0, 1]."""
+_unit_interval = number_in_unit_interval()
+
+
+def detail_amount(text: str) -> float | None:
+    """argparse type of ``--detail``: a number in [0, 1], or ``auto`` (None: see SmokeFlow.resolve_detail)."""
+    return None if text.strip().lower() == "auto" else _unit_interval(text)
 
 
 def add_detail_argument(parser) -> None:
     """``--detail`` of evaluate and predict (see :mod:`smokeflow.flow.detail_blend`)."""
-    parser.add_argument("--detail", type=detail_amount, default=0.0, metavar="A",
+    parser.add_argument("--detail", type=detail_amount, default=None, metavar="A|auto",
                         help="blend this share (0-1) of the checkpoint's detail-distilled network "
                              "(flow_detail.safetensors) into its flow network: sharper rollouts at no extra cost, "
-                             "at some cost in PSNR; 0 = the network as trained (default: %(default)s)")
+                             "at some cost in PSNR; 0 = the network as trained. Default auto: the share that "
+                             "keeps rollouts as sharp as the default warm start 0.2 does with none, i.e. 0 at "
+                             "--warm-start 0.2 and above, 0.25 at 0.1, up to 0.5 (0 when the checkpoint has no "
+                             "detail weights)")
 
 
 def add_detail_guidance_argument(parser) -> None:

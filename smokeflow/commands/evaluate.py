@@ -101,7 +101,7 @@ def _check_sweep_values(grid: dict) -> None:
         raise ConfigError("--sweep: steps must be >= 1")
     if any(not 0.0 <= v < 1.0 for v in grid.get("warm_start", [])):
         raise ConfigError("--sweep: warm_start values must be in [0, 1)")
-    if any(not 0.0 <= v <= 1.0 for v in grid.get("detail", [])):
+    if any(v is not None and not 0.0 <= v <= 1.0 for v in grid.get("detail", [])):
         raise ConfigError("--sweep: detail values must be in [0, 1]")
 
 
@@ -154,6 +154,9 @@ def run(args) -> int:
         defaults = {"steps": args.steps, "solver": args.solver, "warm_start": args.warm_start,
                     "warm_start_motion": args.warm_start_motion, "detail": args.detail}
         combos = evaluation.sweep_combinations(grid, defaults)
+        for combo in combos:  # "auto" recorded as the amount it stands for at that warm start
+            combo["detail"] = pipe.resolve_detail(combo.get("detail"), combo["warm_start"])
+        combos = [c for i, c in enumerate(combos) if c not in combos[:i]]  # auto may equal a listed amount
         protocol = {"checkpoint": os.path.abspath(args.checkpoint), "split": args.split,
                     "num_videos": len(videos.names), "num_observed": args.num_observed,
                     "num_frames": args.num_frames, "num_samples": args.num_samples, "seed": args.seed}

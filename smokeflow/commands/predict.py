@@ -114,7 +114,8 @@ def run(args) -> int:
                        detail_guidance=args.detail_guidance, detail=args.detail)
     write_video(args.out, prediction_video(frames, out.frames), fps=args.fps)
     extracted = " (smoke extracted from the raw video)" if args.extract else ""
-    options = f"{f', detail {args.detail}' if args.detail else ''}{', int8 network' if args.int8 else ''}"
+    auto = " (auto)" if args.detail is None else ""
+    options = f"{f', detail {out.detail}{auto}' if out.detail else ''}{', int8 network' if args.int8 else ''}"
     print(f"smokeflow predict: {args.num_samples} sample(s) x {args.num_frames} frames from {len(frames)} "
           f"observed frame(s){extracted}, {args.solver} N={args.steps} warm start {args.warm_start}{options}: "
           f"{out.nfe} network evaluations per sample, {out.seconds:.2f} s"

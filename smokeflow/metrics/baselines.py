@@ -137,14 +137,16 @@ class FlowModelPredictor:
     seed=, context_policy=)`` returning an object with ``.latents`` [K, F, C, h, w] and ``.nfe`` (the
     contract of ``SmokeFlow`` and ``FlowPredictor``). ``warm_start_motion`` ("auto", "off" or (drift, rise);
     ``SmokeFlow`` only, see :meth:`smokeflow.pipeline.SmokeFlow.predict_latents`) is passed on unless None;
-    ``detail_guidance`` (the weight w) and ``detail`` (the blend amount a) when > 0, both ``SmokeFlow`` only.
+    ``detail_guidance`` (the weight w) when > 0, ``SmokeFlow`` only. ``detail`` (the blend amount a): None is the
+    source's "auto" (``SmokeFlow.resolve_detail``, resolved here so the settings record the amount used; none for
+    a source without it); an amount is passed on when > 0, or to a source that resolves amounts itself.
     """
 
     deterministic = False
 
     def __init__(self, source, steps: int = 10, solver: str = "euler", warm_start: float = 0.0,
                  context_policy: str = "per_call", name: str = "model", reencode: bool = False,
-                 warm_start_motion=None, detail_guidance: float = 0.0, detail: float = 0.0):
+                 warm_start_motion=None, detail_guidance: float = 0.0, detail: float | None = 0.0):
         self.source = source
         self.steps, self.solver, self.warm_start, self.context_policy = steps, solver, warm_start, context_policy
         self.reencode = reencode  # needs a source with the autoencoder (SmokeFlow)
@@ -152,7 +154,10 @@ class FlowModelPredictor:
         # "off" included, is passed: SmokeFlow's default is "auto", so "off" must be said.
         self.warm_start_motion = warm_start_motion
         self.detail_guidance = float(detail_guidance)  # SmokeFlow only; passed on when > 0
-        self.detail = float(detail)  # SmokeFlow only; passed on when > 0
+        resolve = getattr(source, "resolve_detail", None)
+        self.detail_auto = detail is None
+        self.detail = float(resolve(detail, warm_start) if resolve else (detail or 0.0))
+        self._pass_detail = resolve is not None or self.detail > 0  # SmokeFlow's own default is "auto"
         self.name = name
 
     def settings(self) -> dict:
@@ -167,6 +172,7 @@ class FlowModelPredictor:
             else self.warm_start_motion,
             "detail_guidance": self.detail_guidance,
             "detail": self.detail,
+            **({"detail_auto": True} if self.detail_auto and self._pass_detail else {}),
             # Only when on, so reports of the float32 network read as before.
             **({"int8": True} if getattr(self.source, "int8", False) else {}),
         }
@@ -186,6 +192,6 @@ class FlowModelPredictor:
             **({"reencode": True} if self.reencode else {}),
             **({"warm_start_motion": self.warm_start_motion} if self.warm_start_motion is not None else {}),
             **({"detail_guidance": self.detail_guidance} if self.detail_guidance > 0 else {}),
-            **({"detail": self.detail} if self.detail > 0 else {}),
+            **({"detail": self.detail} if self._pass_detail else {}),
         )
         return LatentRollout(result.latents, nfe=int(result.nfe), seconds=time.perf_counter() - start)

@@ -556,7 +556,7 @@ def parse_sweep(items: Iterable[str]) -> dict[str, list]:
     """``["steps=5,10", "solver=euler,heun", "warm_start=0,0.1", "warm_start_motion=auto,off", "detail=0,0.5"]``
     -> {"steps": [5, 10], ...}. (A given DRIFT,RISE velocity cannot be swept: its comma separates values.)"""
     converters = {"steps": int, "solver": str, "warm_start": float, "warm_start_motion": _motion_mode,
-                  "detail": float}
+                  "detail": _detail_amount}
     aliases = {"warm-start": "warm_start", "warm-start-motion": "warm_start_motion"}
     grid: dict[str, list] = {}
     for item in items:
@@ -584,6 +584,14 @@ def _motion_mode(text: str) -> str:
 
 
 _motion_mode.__name__ = "auto, prior or off"  # read in parse_sweep's error message
+
+
+def _detail_amount(text: str) -> float | None:
+    """A swept ``detail``: a number, or auto (None: the predictor's automatic amount)."""
+    return None if text.strip().lower() == "auto" else float(text)
+
+
+_detail_amount.__name__ = "a number or auto"
 
 
 def sweep_combinations(grid: dict[str, list], defaults: dict) -> list[dict]:

@@ -170,7 +170,8 @@ def predictor_label(name: str, section: dict) -> str:
         motion = settings.get("warm_start_motion")
         advected = f", advected {motion}" if settings["warm_start"] and motion not in (None, "off") else ""
         guided = f", detail guidance {settings['detail_guidance']}" if settings.get("detail_guidance") else ""
-        detail = f", detail {settings['detail']}" if settings.get("detail") else ""
+        auto = " auto" if settings.get("detail_auto") else ""
+        detail = f", detail {settings['detail']}{auto}" if settings.get("detail") else ""
         int8 = ", int8" if settings.get("int8") else ""
         return (f"{name} ({settings['solver']} N={settings['steps']} s={settings['warm_start']}{advected}{reencode}"
                 f"{guided}{detail}{int8})")
