@@ -172,7 +172,7 @@ class FlowModelPredictor:
             else self.warm_start_motion,
             "detail_guidance": self.detail_guidance,
             "detail": self.detail,
-            **({"detail_auto": True} if self.detail_auto and self._pass_detail else {}),
+            **({"detail_auto": True} if self.detail_auto and self.detail > 0 else {}),
             # Only when on, so reports of the float32 network read as before.
             **({"int8": True} if getattr(self.source, "int8", False) else {}),
         }
