@@ -17,9 +17,11 @@ DEFAULT_WARM_START = 0.2
 # detail-distilled copy of the network makes up for it. Measured on 40 val videos (K = 4, 9 frames, Euler
 # N = 10, 1 observed frame; model card, session 25), sharpness at frames 1 / 5 / 9, truth 30.1 / 29.3 / 30.3:
 #   s = 0.2, detail 0:    26.4 / 25.9 / 26.1 (holds; detail 0.25 would climb to 28.4 and add 3 % of mass)
+#   s = 0.15, detail 0.125: 26.4 / 25.4 / 25.4 (holds)
 #   s = 0.1, detail 0:    25.5 / 22.6 / 21.7 (softens)   detail 0.25: 26.2 / 25.1 / 25.2 (holds, -0.24 dB)
-#   s = 0,   detail 0:    see AUTO_DETAIL_MAX
-# So the amount grows linearly as s falls below the default, 0.25 per 0.1 of warm start, up to a cap.
+#   s = 0,   detail 0:    23.4 / 16.7 / 15.6 (blurs, mass -13 %)   detail 0.5: 25.6 / 23.1 / 23.1 (FD 5.2 -> 3.6)
+# So the amount grows linearly as s falls below the default, 0.25 per 0.1 of warm start, up to a cap: at s = 0
+# detail 0.75 was worse than 0.5 on every score but sharpness (SSIM 0.698, mass +19 %, FD 7.7).
 AUTO_DETAIL_PER_WARM_START = 2.5
 AUTO_DETAIL_MAX = 0.5
 
