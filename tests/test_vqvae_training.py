@@ -319,3 +319,23 @@ def test_the_shipped_decoder_fine_tune_config_fits_the_shipped_autoencoder():
     assert train_cfg.adversarial_weight > 0 and train_cfg.gradient_weight > 0 and train_cfg.max_steps == 1000
     shipped = load_config(os.path.join(repo, "checkpoints", "default", "config.yaml"))["vqvae"]
     assert load_config(os.path.join(repo, "configs", "decoder_adversarial.yaml"))["vqvae"] == shipped
+
+
+def test_a_torchrun_process_exits_with_its_code_and_flushed_output_without_interpreter_shutdown(tmp_path):
+    """exit_torchrun_process: nothing outside torchrun; inside, the exit code and what was printed survive, and
+    atexit handlers (the interpreter's shutdown, where gloo sometimes aborted finished runs) do not run."""
+    import subprocess
+    import sys
+
+    from smokeflow.training.distributed import exit_torchrun_process
+
+    exit_torchrun_process(0)  # not under torchrun here: returns
+    script = ("import atexit, sys; from smokeflow.training.distributed import exit_torchrun_process; "
+              "atexit.register(lambda: print('shutdown ran')); print('written', end=''); "
+              "sys.stderr.write('said'); exit_torchrun_process(3)")
+    env = dict(os.environ, RANK="1", WORLD_SIZE="2")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (3, "written", "said")
+    alone = subprocess.run([sys.executable, "-c", script], env=dict(env, WORLD_SIZE="1"), capture_output=True,
+                           text=True, timeout=120)
+    assert alone.returncode == 0 and "shutdown ran" in alone.stdout  # a one-process job ends normally
