@@ -63,7 +63,9 @@ _unit_interval = number_in_unit_interval()
 
 def detail_amount(text: str) -> float | None:
     """argparse type of ``--detail``: a number in [0, 1], or ``auto`` (None: see SmokeFlow.resolve_detail)."""
-    return None if text.strip().lower() == "auto" else _unit_interval(text)
+    from smokeflow.flow.defaults import is_auto_detail
+
+    return None if is_auto_detail(text) else _unit_interval(text)
 
 
 def add_detail_argument(parser) -> None:

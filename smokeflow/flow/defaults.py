@@ -31,3 +31,9 @@ def auto_detail(warm_start: float) -> float:
     as sharp as the default warm start keeps them with none: 0 at s >= DEFAULT_WARM_START, 0.25 at s = 0.1."""
     deficit = max(0.0, DEFAULT_WARM_START - float(warm_start))
     return round(min(AUTO_DETAIL_MAX, AUTO_DETAIL_PER_WARM_START * deficit), 4)
+
+
+def is_auto_detail(text: str) -> bool:
+    """Whether a detail amount written on the command line or in a sweep asks for the automatic amount
+    (``auto``, any case; callers turn it into None, which SmokeFlow.resolve_detail resolves)."""
+    return text.strip().lower() == "auto"

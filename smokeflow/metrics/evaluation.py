@@ -43,6 +43,7 @@ import torch
 from tqdm.auto import tqdm
 
 from smokeflow.errors import DataError
+from smokeflow.flow.defaults import is_auto_detail
 from smokeflow.metrics import frame_metrics
 from smokeflow.metrics.baselines import AdvectedLastFrame, CopyLastFrame, LatentPredictor, LinearLatentExtrapolation
 from smokeflow.metrics.fvd import (
@@ -588,10 +589,10 @@ _motion_mode.__name__ = "auto, prior or off"  # read in parse_sweep's error mess
 
 def _detail_amount(text: str) -> float | None:
     """A swept ``detail``: a number, or auto (None: the predictor's automatic amount)."""
-    return None if text.strip().lower() == "auto" else float(text)
+    return None if is_auto_detail(text) else float(text)
 
 
-_detail_amount.__name__ = "a number or auto"
+_detail_amount.__name__ = "a number or auto"  # read in parse_sweep's error message
 
 
 def sweep_combinations(grid: dict[str, list], defaults: dict) -> list[dict]:
