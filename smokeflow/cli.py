@@ -25,6 +25,7 @@ COMMANDS = {
     "train": "train",
     "train-motion": "train_motion",
     "distill-guidance": "distill_guidance",
+    "distill-student": "distill_student",
     "predict": "predict",
     "evaluate": "evaluate",
 }

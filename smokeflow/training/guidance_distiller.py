@@ -28,15 +28,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 
 import torch
 
-from smokeflow.errors import CheckpointError, DataError
-from smokeflow.training.checkpoint_io import (DETAIL_FLOW_WEIGHTS, FLOW_WEIGHTS, MODEL_CARD, TRAIN_STATE,
-                                              atomic_write, save_weights)
+from smokeflow.training.checkpoint_io import DETAIL_FLOW_WEIGHTS, save_weights
 from smokeflow.training.precision import check_precision, describe_precision, training_autocast
 
 DISTILL_INFO = "distill.json"
@@ -123,21 +120,6 @@ def _learning_rate(step: int, config: GuidanceDistillConfig) -> float:
     return config.learning_rate * min(1.0, (step + 1) / max(1, config.warmup_steps))
 
 
-def _write_text(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
-
-
-def _copy_teacher_files(teacher: str, out: str) -> None:
-    """Everything of the teacher's folder (its flow weights too) but its detail weights, card, pictures and
-    training state."""
-    for name in sorted(os.listdir(teacher)):
-        source = os.path.join(teacher, name)
-        if (os.path.isfile(source) and name not in (DETAIL_FLOW_WEIGHTS, MODEL_CARD, TRAIN_STATE)
-                and not name.endswith((".png", ".gif", ".jsonl"))):
-            shutil.copy2(source, os.path.join(out, name))
-
-
 def distill_detail_guidance(teacher: str, data_root: str, out: str, config: GuidanceDistillConfig,
                             resume: bool = False, progress=print, max_minutes: float | None = None,
                             device: str = "cpu") -> dict:
@@ -147,56 +129,16 @@ def distill_detail_guidance(teacher: str, data_root: str, out: str, config: Guid
     ``device`` "cuda": teacher, student and batches there, the student's forward and backward under bf16
     autocast; the teacher's guided target stays float32 (its guided part is a few percent of the velocity,
     about the size of bf16's rounding of two branches)."""
-    from smokeflow.data.latent_cache import LatentClipDataset
-    from smokeflow.pipeline import SmokeFlow
-    from smokeflow.training.checkpoint_io import load_train_state, save_train_state
-    from smokeflow.training.flow_trainer import EMA, load_batch, step_generator
-    from smokeflow.training.run_logger import RunLogger, truncate_after_step
+    from smokeflow.training.distillation import copy_teacher_files, load_teacher_and_data, train_student, write_text
+    from smokeflow.training.flow_trainer import load_batch, step_generator
 
     started = time.perf_counter()
-    if os.path.abspath(teacher) == os.path.abspath(out):
-        raise DataError(out, "the student must go to a new folder, not over its teacher")
-    state_path = os.path.join(out, TRAIN_STATE)
-    if resume and not os.path.isfile(state_path):
-        raise CheckpointError(state_path, "not found: nothing to resume (start without --resume)")
-    device = torch.device(device)
-    pipeline = SmokeFlow.from_pretrained(teacher, device=device)
-    if not pipeline.has_flow:
-        raise CheckpointError(teacher, f"has no {FLOW_WEIGHTS} to distil")
-    train = LatentClipDataset(data_root, "train", config.frames_per_clip, random_horizontal_flip=True,
-                              windows="all", seed=config.seed)
-    val = LatentClipDataset(data_root, "val", config.frames_per_clip, windows="all", seed=config.seed)
-    if len(train) == 0:
-        raise DataError(data_root, f"the latent cache has no training clips of {config.frames_per_clip} frames")
-    target_of = GuidedTarget(pipeline, config.weight)
-    path = pipeline.flow.path
+    loaded = load_teacher_and_data(teacher, data_root, out, config.frames_per_clip, config.seed, resume, device)
+    device, train, val = loaded.device, loaded.train, loaded.val
+    target_of = GuidedTarget(loaded.pipeline, config.weight)
+    path = loaded.pipeline.flow.path
     student = type(target_of.teacher)(target_of.teacher.config).to(device)
     student.load_state_dict(target_of.teacher.state_dict())
-    student.train()
-    ema = EMA(student, config.ema_decay)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate, betas=(0.9, 0.99),
-                                  weight_decay=config.weight_decay)
-    os.makedirs(out, exist_ok=True)
-    step = 0
-    if resume:
-        state = load_train_state(state_path, device)
-        student.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        ema.load_state_dict(state["ema"])
-        step = int(state["step"])
-        truncate_after_step(out, step)
-        progress(f"resumed at step {step}")
-    else:
-        _copy_teacher_files(teacher, out)
-        truncate_after_step(out, 0)  # a new run in a used folder (--overwrite) starts a new metrics log
-    logger = RunLogger(out, project="smokeflow", run_name=os.path.basename(os.path.normpath(out)),
-                       config=asdict(config))
-
-    def save(done: int) -> None:
-        # float16 like the shipped weights: half the size, and the sampler computes in float32 either way.
-        save_weights(ema.shadow, os.path.join(out, DETAIL_FLOW_WEIGHTS), dtype=torch.float16)
-        save_train_state(state_path, {"step": done, "model": student.state_dict(),
-                                      "optimizer": optimizer.state_dict(), "ema": ema.state_dict()})
 
     val_draws = []
     if len(val):
@@ -205,77 +147,53 @@ def distill_detail_guidance(teacher: str, data_root: str, out: str, config: Guid
             idx = torch.randint(0, len(val), (config.batch_size,), generator=val_gen).tolist()
             val_draws.append(training_draws(load_batch(val, idx, device), path, config, val_gen))
 
-    @torch.no_grad()
-    def val_gap_ratio() -> float:
+    def validate(model) -> dict:
         """The EMA student's squared error to the guided target over the teacher's, on fixed val draws."""
         if not val_draws:
-            return float("nan")
-        model = type(student)(student.config).to(device)
-        model.load_state_dict(ema.shadow)
-        model.eval()
+            return {"val_gap_ratio": float("nan")}
         errors, gaps = 0.0, 0.0
         for draws in val_draws:
             target, teacher_velocity = target_of(*draws)
             errors += float((model(*draws) - target).pow(2).mean())
             gaps += float((teacher_velocity - target).pow(2).mean())
-        return errors / max(gaps, 1e-20)
-
-    def checkpoint(done: int) -> None:
-        """Save, then score the saved EMA student on the val draws (logged, kept in ``last``, reported)."""
-        save(done)
-        val_ratio = val_gap_ratio()
-        logger.log(done, {"val_gap_ratio": val_ratio}, kind="val")
-        last["val_gap_ratio"] = val_ratio
-        train_ratio = (f"{last['gap_ratio']:.3f} (train, last {config.log_every} steps), "
-                       if "gap_ratio" in last else "")
-        progress(f"step {done}/{config.steps}: gap ratio {train_ratio}{val_ratio:.3f} (val, EMA) "
-                 f"({time.perf_counter() - started:.0f} s)")
-        student.train()
+        return {"val_gap_ratio": errors / max(gaps, 1e-20)}
 
     autocast = training_autocast(device, config.precision)
-    progress(f"student arithmetic: {describe_precision(device, config.precision)}")
-    last: dict = {}
-    window = []
-    window_start = time.perf_counter()
-    while step < config.steps:
+
+    def batch_loss(step: int):
         generator = step_generator(config.seed, step, 0, 0)
         indices = torch.randint(0, len(train), (config.batch_size,), generator=generator).tolist()
         train.set_epoch(step)
         draws = training_draws(load_batch(train, indices, device), path, config, generator)
         target, teacher_velocity = target_of(*draws)
-        for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(step, config)
         with autocast:
             predicted = student(*draws)
         loss = (predicted.float() - target).pow(2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), config.grad_clip)
-        optimizer.step()
-        ema.update(student)
-        # Kept on the device until a log line: reading them every step would make the host wait for the GPU.
-        window.append((loss.detach(), (teacher_velocity - target).pow(2).mean()))
-        step += 1
-        out_of_time = (max_minutes is not None and time.perf_counter() - started > 60 * max_minutes
-                       and step < config.steps)
-        if step % config.log_every == 0 or step == config.steps or out_of_time:
-            losses, gaps = (float(torch.stack(column).sum()) for column in zip(*window))
-            last = {"train_loss": losses / len(window), "gap_ratio": losses / max(gaps, 1e-20),
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "steps_per_s": len(window) / max(time.perf_counter() - window_start, 1e-9)}
-            logger.log(step, last, kind="train")
-            window, window_start = [], time.perf_counter()
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            checkpoint(step)
-        if out_of_time:
-            if step % config.checkpoint_every:
-                checkpoint(step)
-            progress(f"stopped after {max_minutes} minutes at step {step} (resume with --resume)")
-            break
-    logger.close()
-    info = {"teacher": os.path.abspath(teacher), "data": os.path.abspath(data_root), "steps_done": step,
-            "config": asdict(config), "last": last}
-    atomic_write(os.path.join(out, DISTILL_INFO), lambda tmp: _write_text(tmp, json.dumps(info, indent=2)))
+        return loss, {"loss": loss.detach(), "gap": (teacher_velocity - target).pow(2).mean()}
+
+    def summarize(window: list[dict]) -> dict:
+        losses = float(torch.stack([f["loss"] for f in window]).sum())
+        gaps = float(torch.stack([f["gap"] for f in window]).sum())
+        return {"train_loss": losses / len(window), "gap_ratio": losses / max(gaps, 1e-20)}
+
+    def describe_checkpoint(last: dict) -> str:
+        train_ratio = (f"{last['gap_ratio']:.3f} (train, last {config.log_every} steps), "
+                       if "gap_ratio" in last else "")
+        return f"gap ratio {train_ratio}{last['val_gap_ratio']:.3f} (val, EMA)"
+
+    progress(f"student arithmetic: {describe_precision(device, config.precision)}")
+    # float16 like the shipped weights: half the size, and the sampler computes in float32 either way.
+    last = train_student(
+        student, out, config, device=device, resume=resume, batch_loss=batch_loss,
+        learning_rate=lambda step: _learning_rate(step, config),
+        save_student=lambda weights: save_weights(weights, os.path.join(out, DETAIL_FLOW_WEIGHTS),
+                                                  dtype=torch.float16),
+        validate=validate, summarize=summarize, describe=describe_checkpoint,
+        on_new_run=lambda: copy_teacher_files(teacher, out), progress=progress, max_minutes=max_minutes,
+        started=started)
+    info = {"teacher": os.path.abspath(teacher), "data": os.path.abspath(data_root),
+            "steps_done": last.pop("steps_done"), "config": asdict(config), "last": last}
+    write_text(os.path.join(out, DISTILL_INFO), json.dumps(info, indent=2))
     return last
 
 
