@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -187,3 +188,45 @@ def test_cli_protects_existing_folders_and_reports_bad_settings(teacher, tmp_pat
     assert "nothing to resume" in capsys.readouterr().err
     assert cli_main(base + ["--out", done, "--resume", "--depth", "2"]) == 2  # another shape than the saved one
     assert "not the state of a student of this shape" in capsys.readouterr().err
+
+
+def test_a_detail_copy_for_a_compact_checkpoint_blends_with_it(teacher, tmp_path):
+    """--detail-of: the teacher's detail copy distilled into a copy of the compact network; the new folder is the
+    compact checkpoint plus that copy, and detail=a samples between the two."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from smokeflow.errors import CheckpointError, DataError
+    from smokeflow.pipeline import SmokeFlow
+
+    root, folder = teacher
+    quiet = lambda message: None  # noqa: E731
+    with_detail = str(tmp_path / "teacher_with_detail")
+    shutil.copytree(folder, with_detail)
+    detail = {k: v.float() * (1.5 if k.startswith("head.") else 1.0)  # a detail network unlike the teacher
+              for k, v in load_file(os.path.join(folder, "flow.safetensors")).items()}
+    save_file(detail, os.path.join(with_detail, "flow_detail.safetensors"))
+    compact = str(tmp_path / "compact")
+    distill_student(with_detail, root, compact, _config(steps=4), progress=quiet)
+    with pytest.raises(CheckpointError, match="flow_detail"):  # a teacher without a detail copy
+        distill_student(folder, root, str(tmp_path / "x"), _config(), progress=quiet, detail_of=compact)
+    with pytest.raises(DataError, match="MLP ratio"):  # the student's shape must be the compact network's
+        distill_student(with_detail, root, str(tmp_path / "y"), _config(mlp_ratio=2.0), progress=quiet,
+                        detail_of=compact)
+    out = str(tmp_path / "compact_detail")
+    distill_student(with_detail, root, out, _config(steps=20, checkpoint_every=10), progress=quiet,
+                    detail_of=compact)
+    val = [r["val_gap"] for r in read_metrics(out, "val")]
+    assert val[-1] < val[0]  # nearer the detail teacher than the compact network it started as
+    own, base = load_file(os.path.join(out, "flow.safetensors")), load_file(os.path.join(compact, "flow.safetensors"))
+    assert all(torch.equal(own[k], base[k]) for k in base)  # the compact network itself is unchanged
+    copy = load_file(os.path.join(out, "flow_detail.safetensors"))
+    assert {k: v.shape for k, v in copy.items()} == {k: v.shape for k, v in base.items()}
+    assert os.path.isfile(os.path.join(out, "student_detail.json"))
+    pipe = SmokeFlow.from_pretrained(out)
+    frame = pipe.decode(torch.zeros(1, 16, 8, 8))
+    plain = pipe.predict(frame, num_frames=2, steps=2, detail=0).frames
+    blended = pipe.predict(frame, num_frames=2, steps=2, detail=0.5)
+    assert blended.detail == 0.5 and blended.frames.shape == plain.shape
+    assert np.array_equal(SmokeFlow.from_pretrained(compact).predict(frame, num_frames=2, steps=2).frames, plain)

@@ -24,6 +24,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--mlp-ratio", type=float, default=defaults.mlp_ratio,
                         help="the student's MLP hidden width over the token width; its units are the teacher's "
                              "strongest (default: %(default)s)")
+    parser.add_argument("--detail-of", default=None, metavar="COMPACT",
+                        help="make a detail copy for compact checkpoint COMPACT (a student of --checkpoint): distil "
+                             "--checkpoint's detail weights into a copy of COMPACT's network; --out gets COMPACT's "
+                             "files with it as flow_detail.safetensors (predict/evaluate --detail)")
     parser.add_argument("--steps", type=int, default=defaults.steps)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
@@ -66,8 +70,10 @@ def run(args) -> int:
     except ValueError as err:
         raise DataError(args.out, str(err)) from None
     last = distill_student(args.checkpoint, args.data, args.out, config, resume=args.resume,
-                           max_minutes=args.max_minutes, device=args.device)
+                           max_minutes=args.max_minutes, device=args.device, detail_of=args.detail_of)
     print(f"student -> {args.out} (a checkpoint folder: predict/evaluate --checkpoint {args.out})")
+    if args.detail_of:
+        print("the student is the folder's detail copy: sample with --detail A (auto by default)")
     print(f"student's squared error to the teacher's clean-latent estimate: {last.get('val_gap', float('nan')):.5f} "
           "on val draws (smoke tokens weighted)")
     return 0

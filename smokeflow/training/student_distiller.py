@@ -25,7 +25,8 @@ How:
 
 The output folder is a full checkpoint: the teacher's files with the student as its ``flow.safetensors`` and
 the student's shape in ``config.yaml``; the teacher's detail weights are left out (they belong to the teacher's
-shape). Checkpoints (student, optimiser, EMA, step) are written atomically every ``checkpoint_every`` steps;
+shape). A compact checkpoint gets its own detail copy by a second run (``detail_of``): the teacher's detail copy
+distilled into a copy of the compact network, written beside it as ``flow_detail.safetensors``. Checkpoints (student, optimiser, EMA, step) are written atomically every ``checkpoint_every`` steps;
 every draw of a step comes from (seed, step), so ``resume`` continues exactly.
 """
 
@@ -42,10 +43,11 @@ import torch
 
 from smokeflow.errors import DataError
 from smokeflow.models.vector_field import VectorField
-from smokeflow.training.checkpoint_io import FLOW_WEIGHTS, save_weights
+from smokeflow.training.checkpoint_io import DETAIL_FLOW_WEIGHTS, FLOW_WEIGHTS, save_weights
 from smokeflow.training.precision import check_precision, describe_precision, training_autocast
 
 STUDENT_INFO = "student.json"
+STUDENT_DETAIL_INFO = "student_detail.json"
 
 
 @dataclass
@@ -168,6 +170,19 @@ def _learning_rate(step: int, config: StudentDistillConfig) -> float:
     return config.learning_rate * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
 
 
+def _load_compact(folder: str, config: StudentDistillConfig, device) -> VectorField:
+    """The flow network of compact checkpoint ``folder``; DataError naming it when its shape is not the
+    configured student's (depth, MLP ratio)."""
+    from smokeflow.flow.predictor import FlowPredictor
+
+    model = FlowPredictor.from_folder(folder, pack=False).model
+    shape = (model.config.depth, model.config.mid_depth, float(model.config.mlp_ratio))
+    if shape != (config.depth, 0, float(config.mlp_ratio)):
+        raise DataError(folder, f"its network has depth {shape[0]}, mid_depth {shape[1]}, MLP ratio {shape[2]}; "
+                                f"the student is depth {config.depth}, MLP ratio {config.mlp_ratio}")
+    return model.float().to(device)
+
+
 def _write_student_config(teacher: str, out: str, student: VectorField) -> None:
     """The teacher's config.yaml with the student's network settings in its flow section."""
     import yaml
@@ -183,23 +198,37 @@ def _write_student_config(teacher: str, out: str, student: VectorField) -> None:
 
 
 def distill_student(teacher: str, data_root: str, out: str, config: StudentDistillConfig, resume: bool = False,
-                    progress=print, max_minutes: float | None = None, device: str = "cpu") -> dict:
+                    progress=print, max_minutes: float | None = None, device: str = "cpu",
+                    detail_of: str | None = None) -> dict:
     """Distil ``teacher`` (a checkpoint folder) into a compact student written to ``out`` (a new checkpoint
     folder), training on ``data_root``'s latent cache (``smokeflow encode-latents`` with the teacher). Returns
-    the last logged figures. ``max_minutes`` stops after a checkpoint; resume continues exactly."""
+    the last logged figures. ``max_minutes`` stops after a checkpoint; resume continues exactly.
+
+    ``detail_of``: a compact checkpoint folder (a student of ``teacher``) to make a detail copy for. The teacher is
+    then ``teacher``'s detail copy (``flow_detail.safetensors``), the student starts as ``detail_of``'s network
+    (not as a cut), and ``out`` gets ``detail_of``'s files with the student as their ``flow_detail.safetensors``:
+    started from the same weights, the two stay close enough for ``detail=a`` to blend them, as the teacher's
+    pair does (:mod:`smokeflow.flow.detail_blend`)."""
     from smokeflow.flow.path import smoke_token_weights
     from smokeflow.training.distillation import copy_teacher_files, load_teacher_and_data, train_student, write_text
     from smokeflow.training.flow_trainer import background_latent, load_batch, step_generator
 
     started = time.perf_counter()
+    if detail_of is not None and os.path.abspath(detail_of) == os.path.abspath(out):
+        raise DataError(out, "the detail copy must go to a new folder, not over the compact checkpoint it is for")
     loaded = load_teacher_and_data(teacher, data_root, out, config.frames_per_clip, config.seed, resume, device)
     device, train, val = loaded.device, loaded.train, loaded.val
+    if detail_of is not None:
+        loaded.pipeline.flow.set_detail(1.0)  # CheckpointError naming the file when the teacher has no detail copy
     teacher_net = loaded.pipeline.flow.model.float().eval().requires_grad_(False)
     path = loaded.pipeline.flow.path
-    try:
-        student = compact_student(teacher_net, config.depth, config.mlp_ratio).to(device)
-    except ValueError as err:
-        raise DataError(teacher, str(err)) from None
+    if detail_of is not None:
+        student = _load_compact(detail_of, config, device)
+    else:
+        try:
+            student = compact_student(teacher_net, config.depth, config.mlp_ratio).to(device)
+        except ValueError as err:
+            raise DataError(teacher, str(err)) from None
     background = background_latent(teacher)
     background = background.to(device) if background is not None else None
     teacher_flops, student_flops = teacher_net.flops_per_call(1), student.flops_per_call(1)
@@ -252,20 +281,27 @@ def distill_student(teacher: str, data_root: str, out: str, config: StudentDisti
         return f"gap {train_gap}{last['val_gap']:.5f} (val, EMA)"
 
     def new_run() -> None:
+        if detail_of is not None:
+            copy_teacher_files(detail_of, out)
+            return
         copy_teacher_files(teacher, out)
         _write_student_config(teacher, out, student)
+
+    weights_file = DETAIL_FLOW_WEIGHTS if detail_of is not None else FLOW_WEIGHTS
 
     progress(f"student arithmetic: {describe_precision(device, config.precision)}")
     # float16 like the shipped weights: half the size, and the sampler computes in float32 either way.
     last = train_student(
         student, out, config, device=device, resume=resume, batch_loss=batch_loss,
         learning_rate=lambda step: _learning_rate(step, config),
-        save_student=lambda weights: save_weights(weights, os.path.join(out, FLOW_WEIGHTS), dtype=torch.float16),
+        save_student=lambda weights: save_weights(weights, os.path.join(out, weights_file), dtype=torch.float16),
         validate=validate, summarize=lambda window: {"train_gap": float(torch.stack([f["gap"] for f in window]).mean())},
         describe=describe_checkpoint, on_new_run=new_run, score_start=True, progress=progress,
         max_minutes=max_minutes, started=started)
-    info = {"teacher": os.path.abspath(teacher), "data": os.path.abspath(data_root),
+    info = {"teacher": os.path.abspath(teacher) + (f" ({DETAIL_FLOW_WEIGHTS})" if detail_of else ""),
+            "data": os.path.abspath(data_root), "weights": weights_file,
             "steps_done": last.pop("steps_done"), "teacher_gflop_per_call": teacher_flops / 1e9,
             "student_gflop_per_call": student_flops / 1e9, "config": asdict(config), "last": last}
-    write_text(os.path.join(out, STUDENT_INFO), json.dumps(info, indent=2))
+    info_name = STUDENT_DETAIL_INFO if detail_of is not None else STUDENT_INFO
+    write_text(os.path.join(out, info_name), json.dumps(info, indent=2))
     return last
