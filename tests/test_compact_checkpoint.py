@@ -1,6 +1,6 @@
 """The shipped compact checkpoint (checkpoints/compact: a student distilled from checkpoints/default by
-``smokeflow distill-student``): a full checkpoint folder of its own, about a third of the default's work per
-step, and it samples as the default does (same noise, same observed frame)."""
+``smokeflow distill-student``, with a detail copy of its own): a full checkpoint folder, about a third of the
+default's work per step, and it samples as the default does (same noise, same observed frame)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,18 @@ def test_the_compact_network_does_about_a_third_of_the_defaults_work(pipelines):
     assert (len(small.in_blocks), len(small.mid_blocks), len(small.out_blocks)) == (1, 0, 1)
     assert small.config.inner_dim == big.config.inner_dim
     assert small.flops_per_call(1) < 0.4 * big.flops_per_call(1)
-    assert not compact.flow.has_detail  # the default's detail copy belongs to the default's network
+    assert compact.flow.has_detail  # its own detail copy, of its own shape
+
+
+def test_the_compact_detail_copy_blends_in_below_the_default_warm_start(pipelines):
+    """auto detail: none at s = 0.2 (the network as distilled), 0.25 at s = 0.1, and the blend changes the rollout."""
+    _, compact = pipelines
+    observed = _smoke_frame()
+    assert compact.predict(observed, num_frames=2, seed=0).detail == 0.0
+    auto = compact.predict(observed, num_frames=2, seed=0, warm_start=0.1)
+    plain = compact.predict(observed, num_frames=2, seed=0, warm_start=0.1, detail=0)
+    assert auto.detail == 0.25 and plain.detail == 0.0
+    assert not np.array_equal(auto.frames, plain.frames)
 
 
 def test_the_compact_checkpoint_samples_as_the_default_does(pipelines):
