@@ -9,8 +9,8 @@ HELP = ("distil detail guidance into a copy of a checkpoint's flow network (one 
 
 
 def add_arguments(parser) -> None:
+    from smokeflow.commands.distill_arguments import add_student_training_arguments
     from smokeflow.training.guidance_distiller import GuidanceDistillConfig
-    from smokeflow.training.precision import PRECISIONS
 
     defaults = GuidanceDistillConfig()
     parser.add_argument("--checkpoint", required=True, help="the teacher: a checkpoint folder with flow weights")
@@ -20,26 +20,9 @@ def add_arguments(parser) -> None:
                         "as flow_detail.safetensors")
     parser.add_argument("--weight", type=float, default=defaults.weight,
                         help="the detail-guidance weight to distil (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--ema-decay", type=float, default=defaults.ema_decay,
-                        help="decay of the student's weight average, the weights saved (default: %(default)s)")
-    parser.add_argument("--frames-per-clip", type=int, default=defaults.frames_per_clip,
-                        help="frames of each training clip: videos need at least this many (default: %(default)s)")
     parser.add_argument("--min-time", type=float, default=defaults.min_time,
                         help="smallest flow time trained (default: %(default)s)")
-    parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
-    parser.add_argument("--max-minutes", type=float, default=None,
-                        help="stop after a checkpoint once this much time has passed (continue with --resume)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                        help="cpu or cuda (default: %(default)s)")
-    parser.add_argument("--precision", default=defaults.precision, choices=PRECISIONS,
-                        help="the student's arithmetic: auto (bf16 autocast on CUDA and on CPUs with native bf16, "
-                             "else float32), fp32 or bf16 (default: %(default)s)")
-    parser.add_argument("--random-seed", type=int, default=defaults.seed)
-    parser.add_argument("--resume", action="store_true", help="continue from --out's train_state.pt")
-    parser.add_argument("--overwrite", action="store_true", help="replace a student already in --out")
+    add_student_training_arguments(parser, defaults)
 
 
 def run(args) -> int:

@@ -9,7 +9,7 @@ HELP = ("distil a checkpoint's flow network into a compact student (fewer blocks
 
 
 def add_arguments(parser) -> None:
-    from smokeflow.training.precision import PRECISIONS
+    from smokeflow.commands.distill_arguments import add_student_training_arguments
     from smokeflow.training.student_distiller import StudentDistillConfig
 
     defaults = StudentDistillConfig()
@@ -28,24 +28,7 @@ def add_arguments(parser) -> None:
                         help="make a detail copy for compact checkpoint COMPACT (a student of --checkpoint): distil "
                              "--checkpoint's detail weights into a copy of COMPACT's network; --out gets COMPACT's "
                              "files with it as flow_detail.safetensors (predict/evaluate --detail)")
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--ema-decay", type=float, default=defaults.ema_decay,
-                        help="decay of the student's weight average, the weights saved (default: %(default)s)")
-    parser.add_argument("--frames-per-clip", type=int, default=defaults.frames_per_clip,
-                        help="frames of each training clip: videos need at least this many (default: %(default)s)")
-    parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
-    parser.add_argument("--max-minutes", type=float, default=None,
-                        help="stop after a checkpoint once this much time has passed (continue with --resume)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                        help="cpu or cuda (default: %(default)s)")
-    parser.add_argument("--precision", default=defaults.precision, choices=PRECISIONS,
-                        help="the student's arithmetic: fp32, bf16 or auto (bf16 autocast on CUDA and on CPUs "
-                             "with native bf16) (default: %(default)s)")
-    parser.add_argument("--random-seed", type=int, default=defaults.seed)
-    parser.add_argument("--resume", action="store_true", help="continue from --out's train_state.pt")
-    parser.add_argument("--overwrite", action="store_true", help="replace a student already in --out")
+    add_student_training_arguments(parser, defaults)
 
 
 def run(args) -> int:
