@@ -132,9 +132,9 @@ def compact_student(teacher: VectorField, depth: int, mlp_ratio: float) -> Vecto
 
 
 def student_draws(clips: torch.Tensor, path, config: StudentDistillConfig, generator: torch.Generator):
-    """Draws on latent clips [B, T, C, h, w] -> (x_t, t, z_ref, z_ctx, distance, smoke weights [B, 1, h, w] or
-    None is left to the caller): RIVER's frames and times, a share on the warm-start path, noisy conditions
-    (see the module doc). Indices and times come from the CPU ``generator``; latent-sized noise from
+    """Draws on latent clips [B, T, C, h, w] -> (x_t, t, z_ref, z_ctx, distance, z): the network's inputs
+    (RIVER's frames and times, a share on the warm-start path, noisy conditions; see the module doc) and the true
+    target latents z [B, C, h, w], from which the caller weighs the smoke tokens. Indices and times come from the CPU ``generator``; latent-sized noise from
     :func:`~smokeflow.training.step_noise.device_noise_generator`."""
     from smokeflow.flow.path import sample_frame_indices
     from smokeflow.training.step_noise import device_noise_generator, normal_on
