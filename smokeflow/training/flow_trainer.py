@@ -140,12 +140,18 @@ class FlowTrainingConfig:
         return section_to_dataclass(cls, section, "flow_training")
 
 
+def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    """Multiplier of a base learning rate at ``step``: linear warm-up over ``warmup_steps``, then cosine to
+    ``min_lr_ratio`` at ``total_steps`` (and flat after it)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def learning_rate_factor(step: int, config: FlowTrainingConfig) -> float:
     """Multiplier of the base learning rate at ``step``: linear warm-up, then cosine to min_lr_ratio."""
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    progress = min(1.0, (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps))
-    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return warmup_cosine_factor(step, config.warmup_steps, config.max_steps, config.min_lr_ratio)
 
 
 class EMA:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -134,8 +133,8 @@ def compact_student(teacher: VectorField, depth: int, mlp_ratio: float) -> Vecto
 def student_draws(clips: torch.Tensor, path, config: StudentDistillConfig, generator: torch.Generator):
     """Draws on latent clips [B, T, C, h, w] -> (x_t, t, z_ref, z_ctx, distance, z): the network's inputs
     (RIVER's frames and times, a share on the warm-start path, noisy conditions; see the module doc) and the true
-    target latents z [B, C, h, w], from which the caller weighs the smoke tokens. Indices and times come from the CPU ``generator``; latent-sized noise from
-    :func:`~smokeflow.training.step_noise.device_noise_generator`."""
+    target latents z [B, C, h, w], from which the caller weighs the smoke tokens. Indices and times come from
+    the CPU ``generator``; latent-sized noise from :func:`~smokeflow.training.step_noise.device_noise_generator`."""
     from smokeflow.flow.path import sample_frame_indices
     from smokeflow.training.step_noise import device_noise_generator, normal_on
 
@@ -160,14 +159,6 @@ def clean_estimate(model: VectorField, x_t, t, z_ref, z_ctx, distance) -> torch.
     """The network's estimate of the clean latent, x_t + (1 - t) v -> [B, C, h, w] (float32)."""
     velocity = model(x_t, t, z_ref, z_ctx, distance).float()
     return x_t.float() + (1.0 - t.float()).view(-1, 1, 1, 1) * velocity
-
-
-def _learning_rate(step: int, config: StudentDistillConfig) -> float:
-    if step < config.warmup_steps:
-        return config.learning_rate * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return config.learning_rate * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine)
 
 
 def _load_compact(folder: str, config: StudentDistillConfig, device) -> VectorField:
@@ -209,9 +200,9 @@ def distill_student(teacher: str, data_root: str, out: str, config: StudentDisti
     (not as a cut), and ``out`` gets ``detail_of``'s files with the student as their ``flow_detail.safetensors``:
     started from the same weights, the two stay close enough for ``detail=a`` to blend them, as the teacher's
     pair does (:mod:`smokeflow.flow.detail_blend`)."""
-    from smokeflow.flow.path import smoke_token_weights
+    from smokeflow.flow.path import flow_matching_loss, smoke_token_weights
     from smokeflow.training.distillation import copy_teacher_files, load_teacher_and_data, train_student, write_text
-    from smokeflow.training.flow_trainer import background_latent, load_batch, step_generator
+    from smokeflow.training.flow_trainer import background_latent, load_batch, step_generator, warmup_cosine_factor
 
     started = time.perf_counter()
     if detail_of is not None and os.path.abspath(detail_of) == os.path.abspath(out):
@@ -242,10 +233,6 @@ def distill_student(teacher: str, data_root: str, out: str, config: StudentDisti
         bg = background if background is not None else z.median(dim=0).values
         return smoke_token_weights(z, bg, config.smoke_weight, config.smoke_threshold)
 
-    def loss_of(estimate, target, weights) -> torch.Tensor:
-        error = (estimate - target).pow(2)
-        return (error * weights).mean() / weights.mean() if weights is not None else error.mean()
-
     val_draws = []
     if len(val):
         val_gen = torch.Generator().manual_seed(1234)
@@ -259,7 +246,7 @@ def distill_student(teacher: str, data_root: str, out: str, config: StudentDisti
         """The EMA student's weighted squared error to the teacher's clean estimate on fixed val draws."""
         if not val_draws:
             return {"val_gap": float("nan")}
-        gaps = [float(loss_of(clean_estimate(model, *d), target, w)) for d, target, w in val_draws]
+        gaps = [float(flow_matching_loss(clean_estimate(model, *d), target, w)) for d, target, w in val_draws]
         return {"val_gap": sum(gaps) / len(gaps)}
 
     autocast = training_autocast(device, config.precision)
@@ -273,7 +260,7 @@ def distill_student(teacher: str, data_root: str, out: str, config: StudentDisti
             target = clean_estimate(teacher_net, *draws)
         with autocast:
             estimate = clean_estimate(student, *draws)
-        loss = loss_of(estimate, target, weights_of(z))
+        loss = flow_matching_loss(estimate, target, weights_of(z))
         return loss, {"gap": loss.detach()}
 
     def describe_checkpoint(last: dict) -> str:
@@ -293,7 +280,8 @@ def distill_student(teacher: str, data_root: str, out: str, config: StudentDisti
     # float16 like the shipped weights: half the size, and the sampler computes in float32 either way.
     last = train_student(
         student, out, config, device=device, resume=resume, batch_loss=batch_loss,
-        learning_rate=lambda step: _learning_rate(step, config),
+        learning_rate=lambda step: config.learning_rate * warmup_cosine_factor(
+            step, config.warmup_steps, config.steps, config.min_lr_ratio),
         save_student=lambda weights: save_weights(weights, os.path.join(out, weights_file), dtype=torch.float16),
         validate=validate, summarize=lambda window: {"train_gap": float(torch.stack([f["gap"] for f in window]).mean())},
         describe=describe_checkpoint, on_new_run=new_run, score_start=True, progress=progress,
