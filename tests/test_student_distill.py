@@ -230,3 +230,33 @@ def test_a_detail_copy_for_a_compact_checkpoint_blends_with_it(teacher, tmp_path
     blended = pipe.predict(frame, num_frames=2, steps=2, detail=0.5)
     assert blended.detail == 0.5 and blended.frames.shape == plain.shape
     assert np.array_equal(SmokeFlow.from_pretrained(compact).predict(frame, num_frames=2, steps=2).frames, plain)
+
+
+def test_init_goes_on_distilling_a_compact_checkpoint(teacher, tmp_path, capsys):
+    """--init: the student starts as the given compact network (its first val gap is that network's last, far
+    below a fresh cut's), trains on, and the folder it writes samples; --init with --detail-of is refused."""
+    from smokeflow.errors import DataError
+    from smokeflow.pipeline import SmokeFlow
+
+    root, folder = teacher
+    quiet = lambda message: None  # noqa: E731
+    compact = str(tmp_path / "compact")
+    distill_student(folder, root, compact, _config(steps=20, checkpoint_every=10), progress=quiet)
+    again = str(tmp_path / "again")
+    distill_student(folder, root, again, _config(steps=10, checkpoint_every=5, learning_rate=3e-4), progress=quiet,
+                    init_from=compact)
+    first, cut = read_metrics(again, "val")[0], read_metrics(compact, "val")[0]
+    assert first["step"] == 0 and first["val_gap"] < 0.5 * cut["val_gap"]
+    assert first["val_gap"] == pytest.approx(read_metrics(compact, "val")[-1]["val_gap"], rel=0.05)  # fp16 weights
+    with open(os.path.join(again, "student.json")) as fh:
+        assert json.load(fh)["started_from"] == os.path.abspath(compact)
+    with pytest.raises(DataError, match="do not give a start"):
+        distill_student(folder, root, str(tmp_path / "x"), _config(), progress=quiet, init_from=compact,
+                        detail_of=compact)
+    out = str(tmp_path / "cli")
+    assert cli_main(["distill-student", "--checkpoint", folder, "--data", root, "--out", out, "--init", compact,
+                     "--depth", "1", "--mlp-ratio", "1", "--steps", "2", "--batch-size", "2",
+                     "--frames-per-clip", "6"]) == 0
+    assert "student ->" in capsys.readouterr().out
+    pipe = SmokeFlow.from_pretrained(out)
+    assert pipe.predict(pipe.decode(torch.zeros(1, 16, 8, 8)), num_frames=2, steps=2).frames.shape == (1, 2, 64, 64, 3)

@@ -28,6 +28,10 @@ def add_arguments(parser) -> None:
                         help="make a detail copy for compact checkpoint COMPACT (a student of --checkpoint): distil "
                              "--checkpoint's detail weights into a copy of COMPACT's network; --out gets COMPACT's "
                              "files with it as flow_detail.safetensors (predict/evaluate --detail)")
+    parser.add_argument("--init", default=None, metavar="COMPACT",
+                        help="start the student from compact checkpoint COMPACT's network (a student of --checkpoint "
+                             "of this --depth and --mlp-ratio) instead of a fresh cut: go on distilling it with a new "
+                             "schedule or other data (--resume continues an unfinished run instead)")
     add_student_training_arguments(parser, defaults)
 
 
@@ -53,7 +57,8 @@ def run(args) -> int:
     except ValueError as err:
         raise DataError(args.out, str(err)) from None
     last = distill_student(args.checkpoint, args.data, args.out, config, resume=args.resume,
-                           max_minutes=args.max_minutes, device=args.device, detail_of=args.detail_of)
+                           max_minutes=args.max_minutes, device=args.device, detail_of=args.detail_of,
+                           init_from=args.init)
     print(f"student -> {args.out} (a checkpoint folder: predict/evaluate --checkpoint {args.out})")
     if args.detail_of:
         print("the student is the folder's detail copy: sample with --detail A (auto by default)")

@@ -190,7 +190,7 @@ def _write_student_config(teacher: str, out: str, student: VectorField) -> None:
 
 def distill_student(teacher: str, data_root: str, out: str, config: StudentDistillConfig, resume: bool = False,
                     progress=print, max_minutes: float | None = None, device: str = "cpu",
-                    detail_of: str | None = None) -> dict:
+                    detail_of: str | None = None, init_from: str | None = None) -> dict:
     """Distil ``teacher`` (a checkpoint folder) into a compact student written to ``out`` (a new checkpoint
     folder), training on ``data_root``'s latent cache (``smokeflow encode-latents`` with the teacher). Returns
     the last logged figures. ``max_minutes`` stops after a checkpoint; resume continues exactly.
@@ -199,12 +199,17 @@ def distill_student(teacher: str, data_root: str, out: str, config: StudentDisti
     then ``teacher``'s detail copy (``flow_detail.safetensors``), the student starts as ``detail_of``'s network
     (not as a cut), and ``out`` gets ``detail_of``'s files with the student as their ``flow_detail.safetensors``:
     started from the same weights, the two stay close enough for ``detail=a`` to blend them, as the teacher's
-    pair does (:mod:`smokeflow.flow.detail_blend`)."""
+    pair does (:mod:`smokeflow.flow.detail_blend`).
+
+    ``init_from``: a compact checkpoint folder (a student of ``teacher`` of this shape) whose network the student
+    starts from instead of a fresh cut: to go on distilling it with a new schedule or on other data."""
     from smokeflow.flow.path import flow_matching_loss, smoke_token_weights
     from smokeflow.training.distillation import copy_teacher_files, load_teacher_and_data, train_student, write_text
     from smokeflow.training.flow_trainer import background_latent, load_batch, step_generator, warmup_cosine_factor
 
     started = time.perf_counter()
+    if detail_of is not None and init_from is not None:
+        raise DataError(out, "a detail copy starts from the compact checkpoint it is for; do not give a start too")
     if detail_of is not None and os.path.abspath(detail_of) == os.path.abspath(out):
         raise DataError(out, "the detail copy must go to a new folder, not over the compact checkpoint it is for")
     loaded = load_teacher_and_data(teacher, data_root, out, config.frames_per_clip, config.seed, resume, device)
@@ -213,8 +218,8 @@ def distill_student(teacher: str, data_root: str, out: str, config: StudentDisti
         loaded.pipeline.flow.set_detail(1.0)  # CheckpointError naming the file when the teacher has no detail copy
     teacher_net = loaded.pipeline.flow.model.float().eval().requires_grad_(False)
     path = loaded.pipeline.flow.path
-    if detail_of is not None:
-        student = _load_compact(detail_of, config, device)
+    if detail_of is not None or init_from is not None:
+        student = _load_compact(detail_of or init_from, config, device)
     else:
         try:
             student = compact_student(teacher_net, config.depth, config.mlp_ratio).to(device)
@@ -288,6 +293,7 @@ def distill_student(teacher: str, data_root: str, out: str, config: StudentDisti
         max_minutes=max_minutes, started=started)
     info = {"teacher": os.path.abspath(teacher) + (f" ({DETAIL_FLOW_WEIGHTS})" if detail_of else ""),
             "data": os.path.abspath(data_root), "weights": weights_file,
+            "started_from": os.path.abspath(init_from) if init_from else "a cut of the teacher",
             "steps_done": last.pop("steps_done"), "teacher_gflop_per_call": teacher_flops / 1e9,
             "student_gflop_per_call": student_flops / 1e9, "config": asdict(config), "last": last}
     info_name = STUDENT_DETAIL_INFO if detail_of is not None else STUDENT_INFO
