@@ -1,6 +1,7 @@
-"""The shipped compact checkpoint (checkpoints/compact: a student distilled from checkpoints/default by
-``smokeflow distill-student``, with a detail copy of its own): a full checkpoint folder, about a third of the
-default's work per step, and it samples as the default does (same noise, same observed frame)."""
+"""The shipped default checkpoint is compact (since session 27): checkpoints/default is a student distilled from
+checkpoints/full by ``smokeflow distill-student``, with a detail copy of its own; a whole checkpoint folder, about
+a third of the full network's work per step, and it samples as the full one does (same noise, same observed
+frame)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import pytest
 def pipelines(repo_root):
     from smokeflow.pipeline import SmokeFlow
 
-    return (SmokeFlow.from_pretrained(os.path.join(repo_root, "checkpoints", "default")),
-            SmokeFlow.from_pretrained(os.path.join(repo_root, "checkpoints", "compact")))
+    return (SmokeFlow.from_pretrained(os.path.join(repo_root, "checkpoints", "full")),
+            SmokeFlow.from_pretrained(os.path.join(repo_root, "checkpoints", "default")))
 
 
 def _smoke_frame() -> np.ndarray:
@@ -27,16 +28,16 @@ def _smoke_frame() -> np.ndarray:
     return frame
 
 
-def test_the_compact_network_does_about_a_third_of_the_defaults_work(pipelines):
-    default, compact = pipelines
-    big, small = default.flow.model, compact.flow.model
+def test_the_default_network_does_about_a_third_of_the_full_ones_work(pipelines):
+    full, compact = pipelines
+    big, small = full.flow.model, compact.flow.model
     assert (len(small.in_blocks), len(small.mid_blocks), len(small.out_blocks)) == (1, 0, 1)
     assert small.config.inner_dim == big.config.inner_dim
     assert small.flops_per_call(1) < 0.4 * big.flops_per_call(1)
     assert compact.flow.has_detail  # its own detail copy, of its own shape
 
 
-def test_the_compact_detail_copy_blends_in_below_the_default_warm_start(pipelines):
+def test_the_default_detail_copy_blends_in_below_the_default_warm_start(pipelines):
     """auto detail: none at s = 0.2 (the network as distilled), 0.25 at s = 0.1, and the blend changes the rollout."""
     _, compact = pipelines
     observed = _smoke_frame()
@@ -47,14 +48,14 @@ def test_the_compact_detail_copy_blends_in_below_the_default_warm_start(pipeline
     assert not np.array_equal(auto.frames, plain.frames)
 
 
-def test_the_compact_checkpoint_samples_as_the_default_does(pipelines):
-    """Same noise, same observed frame: the compact rollout is nearer the default's than the default's own
+def test_the_default_checkpoint_samples_as_the_full_one_does(pipelines):
+    """Same noise, same observed frame: the compact rollout is nearer the full network's than the full one's own
     rollout from other noise is (over the 9 frames), and at the first frame within a few grey levels of it."""
-    default, compact = pipelines
+    full, compact = pipelines
     observed = _smoke_frame()
-    a = default.predict(observed, num_frames=9, seed=0).frames[0].astype(float)
+    a = full.predict(observed, num_frames=9, seed=0).frames[0].astype(float)
     b = compact.predict(observed, num_frames=9, seed=0).frames[0].astype(float)
-    other = default.predict(observed, num_frames=9, seed=10).frames[0].astype(float)
+    other = full.predict(observed, num_frames=9, seed=10).frames[0].astype(float)
     psnr = lambda x, y: 10 * np.log10(255 ** 2 / max(((x - y) ** 2).mean(), 1e-12))  # noqa: E731
     assert psnr(a[0], b[0]) > 32
     same_noise = np.mean([psnr(a[f], b[f]) for f in range(9)])
@@ -63,9 +64,10 @@ def test_the_compact_checkpoint_samples_as_the_default_does(pipelines):
     assert b[-1].mean() > 0.5 * a[-1].mean()  # the smoke is still there at frame 9
 
 
-def test_the_compact_checkpoint_runs_in_int8(repo_root):
+def test_the_full_checkpoint_runs_in_int8(repo_root):
+    """The default's int8 path is tested in test_int8_velocity; the full network's here."""
     from smokeflow.pipeline import SmokeFlow
 
-    int8 = SmokeFlow.from_pretrained(os.path.join(repo_root, "checkpoints", "compact"), int8=True)
+    int8 = SmokeFlow.from_pretrained(os.path.join(repo_root, "checkpoints", "full"), int8=True)
     result = int8.predict(_smoke_frame(), num_frames=3, seed=0)
     assert int8.flow.int8 and result.frames.shape == (1, 3, 64, 64, 3)
