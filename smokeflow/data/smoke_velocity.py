@@ -196,8 +196,8 @@ def describe_warm_start_motion(velocity: SmokeVelocity | None) -> str:
     """A phrase for logs and the UI: ', warm start moved by rise 0.94 / drift 0.12 px per frame (prior)'."""
     if velocity is None:
         return ""
-    per_pixel = "per pixel, mean " if velocity.has_field else ""
+    per_pixel = "the smoke's motion per pixel, mean " if velocity.has_field else ""
     if velocity.source == "predicted":
-        per_pixel = "per pixel, guessed from each frame by the motion network; at the first, mean "
+        per_pixel = "the motion network's per-pixel guess from each frame, at the first a mean "
     return (f", warm start moved by {per_pixel}rise {velocity.rise:.2f} / drift {velocity.drift:.2f} px per frame "
             f"({velocity.source})")
