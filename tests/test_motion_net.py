@@ -159,7 +159,7 @@ def test_the_pipeline_uses_the_checkpoints_motion_network_and_the_cli_trains_one
     auto = pipe.predict(frame, num_samples=2, **kwargs)
     assert auto.warm_start_motion.source == "predicted" and auto.warm_start_motion.has_field
     assert calls == [(2, 3, 64, 64)] * 3  # guessed again from every frame, for every sample
-    assert "guessed from each frame" in describe_warm_start_motion(auto.warm_start_motion)
+    assert "guess from each frame" in describe_warm_start_motion(auto.warm_start_motion)
     prior = pipe.predict(frame, warm_start_motion="prior", **kwargs)
     assert prior.warm_start_motion.source == "prior" and prior.warm_start_motion.rise == 3.0
     assert not np.array_equal(auto.frames, prior.frames)
