@@ -250,6 +250,8 @@ def test_init_goes_on_distilling_a_compact_checkpoint(teacher, tmp_path, capsys)
     assert first["val_gap"] == pytest.approx(read_metrics(compact, "val")[-1]["val_gap"], rel=0.05)  # fp16 weights
     with open(os.path.join(again, "student.json")) as fh:
         assert json.load(fh)["started_from"] == os.path.abspath(compact)
+    with pytest.raises(DataError, match="not over the compact checkpoint it starts from"):
+        distill_student(folder, root, compact, _config(), progress=quiet, init_from=compact)
     with pytest.raises(DataError, match="do not give a start"):
         distill_student(folder, root, str(tmp_path / "x"), _config(), progress=quiet, init_from=compact,
                         detail_of=compact)

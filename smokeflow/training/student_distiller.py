@@ -212,6 +212,8 @@ def distill_student(teacher: str, data_root: str, out: str, config: StudentDisti
         raise DataError(out, "a detail copy starts from the compact checkpoint it is for; do not give a start too")
     if detail_of is not None and os.path.abspath(detail_of) == os.path.abspath(out):
         raise DataError(out, "the detail copy must go to a new folder, not over the compact checkpoint it is for")
+    if init_from is not None and os.path.abspath(init_from) == os.path.abspath(out):
+        raise DataError(out, "the student must go to a new folder, not over the compact checkpoint it starts from")
     loaded = load_teacher_and_data(teacher, data_root, out, config.frames_per_clip, config.seed, resume, device)
     device, train, val = loaded.device, loaded.train, loaded.val
     if detail_of is not None:
@@ -293,7 +295,7 @@ def distill_student(teacher: str, data_root: str, out: str, config: StudentDisti
         max_minutes=max_minutes, started=started)
     info = {"teacher": os.path.abspath(teacher) + (f" ({DETAIL_FLOW_WEIGHTS})" if detail_of else ""),
             "data": os.path.abspath(data_root), "weights": weights_file,
-            "started_from": os.path.abspath(init_from) if init_from else "a cut of the teacher",
+            "started_from": os.path.abspath(start) if (start := init_from or detail_of) else "a cut of the teacher",
             "steps_done": last.pop("steps_done"), "teacher_gflop_per_call": teacher_flops / 1e9,
             "student_gflop_per_call": student_flops / 1e9, "config": asdict(config), "last": last}
     info_name = STUDENT_DETAIL_INFO if detail_of is not None else STUDENT_INFO
