@@ -6,8 +6,8 @@ fp32 matmul's GFLOP/s measured in the same run.
 Targets (issue 4), on the 2-core CPU: 9 frames at N = 10 Euler for one sample in <= 1.0 s including
 decoding; the network at >= 70 % of the matmul figure at batch 8 and >= 50 % at batch 1. fp32 on CPU
 (bf16 is about 2x slower there), bf16 autocast on CUDA. The first line names the machine: the project's
-2-core machines come in two kinds, and the target was set on the slower, AVX2-only one. Other jobs on the machine make numbers noisy:
-see below.
+2-core machines come in two kinds, and the target was set on the slower, AVX2-only one. Other jobs on the
+machine make numbers noisy: see below.
 
 Every figure is printed for four forms of the per-step call: plain eager PyTorch, eager with the linear
 weights pre-packed for oneDNN and GELU fused (the default on CPU, ``smokeflow/flow/packed_velocity.py``), the
@@ -168,8 +168,7 @@ def machine_line() -> str:
                if "cpu family" in fields and "model" in fields else "")
     isa = torch.backends.cpu.get_cpu_capability()
     kind = ("the AVX2-only kind the 1.0 s target was set on" if isa == "AVX2" else
-            "faster than the AVX2-only kind the 1.0 s target was set on" if isa.startswith("AVX512") else
-            "not one of the project's x86 machines")
+            "not the AVX2-only kind the 1.0 s target was set on")
     bf16 = "native bf16" if cpu_has_native_bf16() else "no native bf16"
     return f"machine: {name}{numbers}, {os.cpu_count()} logical CPUs, PyTorch CPU capability {isa}, {bf16}: {kind}"
 
