@@ -23,7 +23,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from smokeflow.config import load_config  # noqa: E402
 from smokeflow.flow.predictor import FlowConfig, build_vector_field  # noqa: E402
 from smokeflow.models.vqvae import VQVAE, VQVAEConfig  # noqa: E402
-from smokeflow.training.precision import cpu_has_native_bf16, describe_precision  # noqa: E402
+from smokeflow.training.precision import describe_precision  # noqa: E402
+
+from machine import machine_line  # noqa: E402 (benchmarks/machine.py)
 
 
 def median_step_seconds(step, repeats: int) -> float:
@@ -67,8 +69,8 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = load_config(os.path.join(args.checkpoint, "config.yaml"))
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {cpu_has_native_bf16()}")
+    print(machine_line())
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"precision auto on this CPU: {describe_precision('cpu')}")
     fp32, bf16 = matmul_gflops(torch.float32), matmul_gflops(torch.bfloat16)
     print(f"1024^3 matmul: float32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s ({bf16 / fp32:.2f}x)")
